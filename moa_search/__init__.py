@@ -1,0 +1,51 @@
+"""moa-search: find the best Mixture-of-Agents for your task, then run and serve it."""
+
+from moa_search.cache import Cache, CachedAnswer, MemoryCache, SQLiteCache
+from moa_search.config import (
+    AgentSpec,
+    MixtureConfig,
+    ModelSpec,
+    Pool,
+    load_mixture,
+    load_pool,
+    save_mixture,
+    save_pool,
+)
+from moa_search.errors import (
+    BudgetExceededError,
+    ConfigError,
+    MoaSearchError,
+    ModelCallError,
+    QuorumError,
+)
+from moa_search.executor import Executor, ProgressEvent, RunResult, RunStream
+from moa_search.trace import CallRecord, Trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentSpec",
+    "BudgetExceededError",
+    "Cache",
+    "CachedAnswer",
+    "CallRecord",
+    "ConfigError",
+    "Executor",
+    "MemoryCache",
+    "MixtureConfig",
+    "MoaSearchError",
+    "ModelCallError",
+    "ModelSpec",
+    "Pool",
+    "ProgressEvent",
+    "QuorumError",
+    "RunResult",
+    "RunStream",
+    "SQLiteCache",
+    "Trace",
+    "__version__",
+    "load_mixture",
+    "load_pool",
+    "save_mixture",
+    "save_pool",
+]

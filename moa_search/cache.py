@@ -1,0 +1,198 @@
+"""The response cache: a persistent map from a request's hash to the model's answer.
+
+:class:`Cache` is the contract; :class:`SQLiteCache` (one file, the single-machine default)
+and :class:`MemoryCache` implement it. Keys come from
+:meth:`moa_search.prompting.ChatRequest.cache_key` and never contain URLs or keys; values
+hold the answer text and its token counts only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cache", "CacheStats", "CachedAnswer", "MemoryCache", "SQLiteCache", "open_cache"]
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored answer: the text and the provider's token counts."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    usage_estimated: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "text": self.text,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "usage_estimated": self.usage_estimated,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, blob: str | bytes) -> CachedAnswer:
+        d = json.loads(blob)
+        return cls(
+            d["text"], int(d["tokens_in"]), int(d["tokens_out"]), bool(d.get("usage_estimated"))
+        )
+
+
+@dataclass
+class CacheStats:
+    """Lookups answered from the cache (hits) and not (misses), and answers stored."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+
+
+class Cache(ABC):
+    """A persistent response cache.
+
+    Contract: :meth:`aget` returns the answer stored under ``key`` or ``None`` and counts a hit
+    or a miss in :attr:`stats`; :meth:`aset` stores an answer (the last write wins; writing the
+    same key twice is harmless). Implementations must be safe to share between concurrent calls
+    of one event loop, and, where the backing store allows it, between processes.
+    """
+
+    def __init__(self) -> None:
+        self.stats = CacheStats()
+
+    @abstractmethod
+    async def aget(self, key: str) -> CachedAnswer | None: ...
+
+    @abstractmethod
+    async def aset(self, key: str, value: CachedAnswer) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; the default does nothing."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class MemoryCache(Cache):
+    """A process-local cache, for tests and one-off runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._data: dict[str, CachedAnswer] = {}
+
+    async def aget(self, key: str) -> CachedAnswer | None:
+        value = self._data.get(key)
+        self.stats.count(value is not None)
+        return value
+
+    async def aset(self, key: str, value: CachedAnswer) -> None:
+        self._data[key] = value
+        self.stats.writes += 1
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class SQLiteCache(Cache):
+    """An SQLite file, safe across threads and processes (WAL mode, one row per key).
+
+    Lookups and writes are sub-millisecond local operations, so they run on the calling thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS responses ("
+            " key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+        )
+        conn.commit()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> CachedAnswer | None:
+        row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        value = CachedAnswer.from_json(row[0]) if row else None
+        self.stats.count(value is not None)
+        return value
+
+    def set(self, key: str, value: CachedAnswer) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO responses (key, value, created) VALUES (?, ?, ?)",
+            (key, value.to_json(), time.time()),
+        )
+        self.stats.writes += 1
+
+    async def aget(self, key: str) -> CachedAnswer | None:
+        return self.get(key)
+
+    async def aset(self, key: str, value: CachedAnswer) -> None:
+        self.set(key, value)
+
+    def __len__(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def open_cache(url: str | os.PathLike[str] | None) -> Cache | None:
+    """A cache from a CLI-style location: ``none``, ``memory``, a path, or ``sqlite:///path``."""
+    if url is None:
+        return None
+    text = str(url)
+    if text.lower() in {"none", "off", ""}:
+        return None
+    if text == "memory":
+        return MemoryCache()
+    if text.startswith("sqlite:///"):
+        return SQLiteCache(text[len("sqlite:///") :])
+    if text.startswith(("redis://", "rediss://")):
+        from moa_search.errors import ConfigError
+
+        raise ConfigError(
+            "--cache", "", "a cache path or sqlite:///PATH (redis:// is not supported yet)", text
+        )
+    return SQLiteCache(text)

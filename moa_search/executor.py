@@ -1,0 +1,487 @@
+"""The MoA executor: runs a mixture on a prompt, concurrently, with retries, quorum and a trace.
+
+Each layer's calls (every proposer times its ``samples``) start together, bounded only by each
+model's concurrency limit, so a run's latency follows the critical path: per layer the slowest
+proposer, then the aggregator. Layer *i+1* and the aggregator see layer *i*'s answers through
+the aggregation prompt. The aggregator's answer streams. Every call, cache hits and failures
+included, is recorded in the run's :class:`~moa_search.trace.Trace`.
+
+The core is async (:meth:`Executor.astream`, :meth:`Executor.arun`); :meth:`Executor.run` is a
+thin synchronous wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from moa_search.backends import Backend, Completion, OpenAIBackend, retry_delay
+from moa_search.cache import Cache, CachedAnswer
+from moa_search.config import AgentSpec, MixtureConfig, Pool
+from moa_search.errors import MoaSearchError, ModelCallError, QuorumError
+from moa_search.prompting import ChatRequest, Message, normalize_messages, with_references
+from moa_search.trace import CallRecord, Role, Trace
+
+__all__ = ["Executor", "ProgressEvent", "RunResult", "RunStream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Reported as a run advances: a proposer layer finished, or the aggregator started."""
+
+    kind: Literal["layer_done", "aggregator_started"]
+    layer: int
+    n_layers: int
+    answered: int
+    total: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: the final answer, the trace, and each proposer layer's answers."""
+
+    answer: str
+    trace: Trace
+    layer_outputs: tuple[tuple[str, ...], ...] = ()
+    layer_models: tuple[tuple[str, ...], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "trace": self.trace.to_dict()}
+
+
+class RunStream:
+    """An async iterator over the final answer's text deltas; :attr:`result` once exhausted."""
+
+    def __init__(self, gen: AsyncIterator[str | RunResult]) -> None:
+        self._gen = gen
+        self._result: RunResult | None = None
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await self._gen.__anext__()
+        if isinstance(item, RunResult):
+            self._result = item
+            raise StopAsyncIteration
+        return item
+
+    @property
+    def result(self) -> RunResult:
+        if self._result is None:
+            raise RuntimeError("the stream has not finished yet")
+        return self._result
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass
+class _CallOutcome:
+    record: CallRecord
+    completion: Completion | None
+    error: ModelCallError | None = None
+
+
+def _expand_layer(agents: Sequence[AgentSpec]) -> list[tuple[AgentSpec, int]]:
+    """Each call of a layer with its sample index.
+
+    Sample indices count per distinct (model, sampling parameters), so listing one model twice
+    behaves like asking it for two samples: the calls stay distinct instead of sharing an answer.
+    """
+    counters: dict[tuple[Any, ...], int] = {}
+    calls: list[tuple[AgentSpec, int]] = []
+    for agent in agents:
+        key = (agent.model, agent.temperature, agent.max_tokens, agent.system_prompt)
+        for _ in range(agent.samples):
+            index = counters.get(key, 0)
+            counters[key] = index + 1
+            calls.append((agent, index))
+    return calls
+
+
+class Executor:
+    """Runs mixtures against a pool, sharing per-model concurrency limits and one cache.
+
+    Args:
+        pool: the models mixtures may name.
+        cache: a response cache, or ``None`` for none.
+        backends: alias -> :class:`Backend`; by default an :class:`OpenAIBackend` per model.
+        seed: seeds the retry jitter (not the models).
+
+    One executor may serve many concurrent runs; they share each model's concurrency limit.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        cache: Cache | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.pool = pool
+        self.cache = cache
+        self._backends: dict[str, Backend] = dict(backends or {})
+        for spec in pool.models:
+            self._backends.setdefault(spec.alias, OpenAIBackend(spec))
+        self._rng = random.Random(seed)
+
+    def backend(self, alias: str) -> Backend:
+        try:
+            return self._backends[alias]
+        except KeyError:
+            raise MoaSearchError(f"model alias '{alias}' is not in the pool") from None
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+
+    # ------------------------------------------------------------------ one call
+
+    async def acall(
+        self,
+        request: ChatRequest,
+        *,
+        layer: int = 0,
+        role: Role = "proposer",
+        run_start: float | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> tuple[CallRecord, Completion | None, ModelCallError | None]:
+        """One call with cache, concurrency limit and retries; never raises ModelCallError.
+
+        With ``on_delta`` the answer streams: each text delta is passed to it as it arrives.
+        Returns the trace record, the completion (``None`` on failure) and the error.
+        """
+        outcome = await self._call(request, layer, role, run_start, on_delta)
+        return outcome.record, outcome.completion, outcome.error
+
+    async def _call(
+        self,
+        request: ChatRequest,
+        layer: int,
+        role: Role,
+        run_start: float | None,
+        on_delta: Callable[[str], None] | None,
+    ) -> _CallOutcome:
+        start = time.perf_counter()
+        started_s = start - run_start if run_start is not None else 0.0
+        spec = self.pool.get(request.alias)
+        key = request.cache_key() if self.cache is not None else ""
+        if self.cache is not None:
+            hit = await self.cache.aget(key)
+            if hit is not None:
+                if on_delta is not None and hit.text:
+                    on_delta(hit.text)
+                completion = Completion(
+                    hit.text, hit.tokens_in, hit.tokens_out, "stop", hit.usage_estimated
+                )
+                record = CallRecord(
+                    layer=layer,
+                    role=role,
+                    model=request.alias,
+                    sample=request.sample,
+                    tokens_in=hit.tokens_in,
+                    tokens_out=hit.tokens_out,
+                    latency_s=time.perf_counter() - start,
+                    cost_usd=spec.cost(hit.tokens_in, hit.tokens_out),
+                    cache_hit=True,
+                    attempts=0,
+                    started_s=started_s,
+                    usage_estimated=hit.usage_estimated,
+                )
+                return _CallOutcome(record, completion)
+        backend = self.backend(request.alias)
+        attempts = 0
+        emitted = ""
+        error: ModelCallError | None = None
+        completion: Completion | None = None
+        while True:
+            attempts += 1
+            try:
+                async with backend.semaphore:
+                    if on_delta is None:
+                        completion = await backend.complete(request)
+                    else:
+                        completion = await self._stream_once(backend, request, emitted, on_delta)
+                break
+            except _Emitted as partial:
+                emitted = partial.text
+                error = partial.error
+            except ModelCallError as exc:
+                error = exc
+            assert error is not None
+            retryable = error.retryable or error.kind == "stream_interrupted"
+            if not retryable or attempts > spec.max_retries:
+                break
+            delay = retry_delay(attempts, error.retry_after, self._rng)
+            log.info(
+                "retrying %s (%s) in %.2fs, attempt %d", request.alias, error.kind, delay, attempts
+            )
+            await asyncio.sleep(delay)
+        latency = time.perf_counter() - start
+        if completion is None:
+            assert error is not None
+            error.attempts = attempts
+            record = CallRecord(
+                layer=layer,
+                role=role,
+                model=request.alias,
+                sample=request.sample,
+                tokens_in=0,
+                tokens_out=0,
+                latency_s=latency,
+                cost_usd=0.0,
+                cache_hit=False,
+                attempts=attempts,
+                started_s=started_s,
+                error=error.kind,
+                error_detail=error.detail,
+                status=error.status,
+            )
+            return _CallOutcome(record, None, error)
+        if self.cache is not None:
+            await self.cache.aset(
+                key,
+                CachedAnswer(
+                    completion.text,
+                    completion.tokens_in,
+                    completion.tokens_out,
+                    completion.usage_estimated,
+                ),
+            )
+        record = CallRecord(
+            layer=layer,
+            role=role,
+            model=request.alias,
+            sample=request.sample,
+            tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out,
+            latency_s=latency,
+            cost_usd=spec.cost(completion.tokens_in, completion.tokens_out),
+            cache_hit=False,
+            attempts=attempts,
+            started_s=started_s,
+            usage_estimated=completion.usage_estimated,
+        )
+        return _CallOutcome(record, completion)
+
+    async def _stream_once(
+        self,
+        backend: Backend,
+        request: ChatRequest,
+        emitted: str,
+        on_delta: Callable[[str], None],
+    ) -> Completion:
+        """One streaming attempt. Text already passed on by an earlier attempt is not repeated:
+        the new attempt's text must start with it (same seed, same request), and only the rest
+        is passed on; if it diverges the call fails as ``stream_interrupted``."""
+        received = ""
+        try:
+            async for item in backend.stream(request):
+                if isinstance(item, Completion):
+                    if len(item.text) < len(emitted):
+                        raise ModelCallError(
+                            request.alias, "stream_interrupted", "a retry answered differently"
+                        )
+                    return item
+                before = len(received)
+                received += item
+                if len(received) <= len(emitted):
+                    if not emitted.startswith(received):
+                        raise ModelCallError(
+                            request.alias, "stream_interrupted", "a retry answered differently"
+                        )
+                    continue
+                if before < len(emitted):
+                    if not received.startswith(emitted):
+                        raise ModelCallError(
+                            request.alias, "stream_interrupted", "a retry answered differently"
+                        )
+                    on_delta(received[len(emitted) :])
+                else:
+                    on_delta(item)
+        except ModelCallError as exc:
+            if len(received) > len(emitted):
+                raise _Emitted(received, exc) from exc
+            raise
+        raise ModelCallError(request.alias, "malformed_response", "the stream gave no completion")
+
+    # ------------------------------------------------------------------ a mixture
+
+    def astream(
+        self,
+        mixture: MixtureConfig,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> RunStream:
+        """Run ``mixture`` on ``prompt``; iterate for the aggregator's text as it streams.
+
+        Raises (while iterating) :class:`QuorumError` when a layer lacks answers and
+        :class:`ModelCallError` when the aggregator fails; both carry ``.trace``.
+        """
+        mixture.check_pool(self.pool, "mixture")
+        messages = normalize_messages(prompt)
+        return RunStream(self._execute(mixture, messages, on_progress))
+
+    async def arun(
+        self,
+        mixture: MixtureConfig,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> RunResult:
+        """Run ``mixture`` on ``prompt`` and return the whole answer and its trace."""
+        stream = self.astream(mixture, prompt, on_progress=on_progress)
+        async for _ in stream:
+            pass
+        return stream.result
+
+    def run(
+        self,
+        mixture: MixtureConfig,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> RunResult:
+        """Synchronous :meth:`arun` (starts an event loop; not for use inside one)."""
+
+        async def main() -> RunResult:
+            try:
+                return await self.arun(mixture, prompt, on_progress=on_progress)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(main())
+
+    async def _execute(
+        self,
+        mixture: MixtureConfig,
+        messages: tuple[Message, ...],
+        on_progress: Callable[[ProgressEvent], None] | None,
+    ) -> AsyncIterator[str | RunResult]:
+        t0 = time.perf_counter()
+        records: list[CallRecord] = []
+        n_layers = len(mixture.layers) + 1
+        references: tuple[str, ...] = ()
+        layer_outputs: list[tuple[str, ...]] = []
+        layer_models: list[tuple[str, ...]] = []
+
+        def fail(exc: MoaSearchError) -> MoaSearchError:
+            exc.trace = Trace.of(records, time.perf_counter() - t0)  # type: ignore[attr-defined]
+            return exc
+
+        for index, agents in enumerate(mixture.layers):
+            calls = _expand_layer(agents)
+            tasks = []
+            for agent, sample in calls:
+                seen = with_references(
+                    messages,
+                    references,
+                    aggregation_prompt=mixture.aggregation_prompt,
+                    system_prompt=agent.system_prompt,
+                )
+                request = ChatRequest.build(
+                    self.pool.get(agent.model),
+                    agent,
+                    seen,
+                    sample=sample,
+                    mixture_seed=mixture.seed,
+                )
+                tasks.append(self._call(request, index, "proposer", t0, None))
+            outcomes = await asyncio.gather(*tasks)
+            records.extend(o.record for o in outcomes)
+            answers = tuple(o.completion.text for o in outcomes if o.completion is not None)
+            layer_outputs.append(answers)
+            layer_models.append(tuple(o.record.model for o in outcomes if o.completion is not None))
+            required = mixture.required_answers(len(calls))
+            if on_progress is not None:
+                on_progress(
+                    ProgressEvent(
+                        "layer_done",
+                        index,
+                        n_layers,
+                        len(answers),
+                        len(calls),
+                        time.perf_counter() - t0,
+                    )
+                )
+            for o in outcomes:
+                if o.error is not None:
+                    log.warning("layer %d: proposer %s dropped: %s", index, o.record.model, o.error)
+            if len(answers) < required:
+                failures = [o.error for o in outcomes if o.error is not None]
+                raise fail(QuorumError(index, len(answers), required, failures))
+            references = answers
+
+        agg = mixture.aggregator
+        seen = with_references(
+            messages,
+            references,
+            aggregation_prompt=mixture.aggregation_prompt,
+            system_prompt=agg.system_prompt,
+        )
+        request = ChatRequest.build(
+            self.pool.get(agg.model), agg, seen, sample=0, mixture_seed=mixture.seed
+        )
+        if on_progress is not None:
+            on_progress(
+                ProgressEvent(
+                    "aggregator_started",
+                    n_layers - 1,
+                    n_layers,
+                    0,
+                    1,
+                    time.perf_counter() - t0,
+                )
+            )
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        first_token: list[float] = []
+
+        def on_delta(text: str) -> None:
+            if not first_token:
+                first_token.append(time.perf_counter() - t0)
+            queue.put_nowait(text)
+
+        async def aggregate() -> _CallOutcome:
+            try:
+                return await self._call(request, n_layers - 1, "aggregator", t0, on_delta)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(aggregate())
+        try:
+            while (delta := await queue.get()) is not None:
+                yield delta
+            outcome = await task
+        finally:
+            if not task.done():
+                task.cancel()
+        records.append(outcome.record)
+        if outcome.completion is None:
+            assert outcome.error is not None
+            raise fail(outcome.error)
+        trace = Trace.of(
+            records,
+            time.perf_counter() - t0,
+            first_token_s=first_token[0] if first_token else None,
+        )
+        yield RunResult(outcome.completion.text, trace, tuple(layer_outputs), tuple(layer_models))
+
+
+class _Emitted(Exception):  # noqa: N818 - internal signal, not an error users see
+    """A streaming attempt failed after passing on ``text``."""
+
+    def __init__(self, text: str, error: ModelCallError) -> None:
+        super().__init__(str(error))
+        self.text = text
+        self.error = error

@@ -1,0 +1,249 @@
+"""Executor logic against an in-process scripted backend (no HTTP): layering, references,
+samples, cache, retries, quorum and stream retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from moa_search.backends import Backend, Completion
+from moa_search.cache import MemoryCache
+from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.errors import ModelCallError, QuorumError
+from moa_search.executor import Executor
+from moa_search.prompting import ChatRequest
+
+Behaviour = Callable[[ChatRequest, int], "str | ModelCallError"]
+
+
+class Scripted(Backend):
+    """Answers after ``delay_s``; ``behaviour(request, attempt_no)`` gives text or an error."""
+
+    def __init__(self, spec: ModelSpec, behaviour: Behaviour, delay_s: float = 0.0) -> None:
+        super().__init__(spec)
+        self.behaviour = behaviour
+        self.delay_s = delay_s
+        self.requests: list[ChatRequest] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.requests.append(request)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay_s)
+            out = self.behaviour(request, len(self.requests))
+        finally:
+            self.active -= 1
+        if isinstance(out, ModelCallError):
+            raise out
+        return Completion(out, 10, len(out.split()), "stop")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay_s)
+        out = self.behaviour(request, len(self.requests))
+        if isinstance(out, ModelCallError):
+            raise out
+        words = out.split(" ")
+        text = ""
+        for i, w in enumerate(words):
+            piece = w if i == 0 else " " + w
+            text += piece
+            yield piece
+        yield Completion(text, 10, len(words), "stop")
+
+
+def pool(*aliases: str, concurrency: int = 4, retries: int = 2) -> Pool:
+    return Pool(
+        models=tuple(
+            ModelSpec(
+                alias=a,
+                base_url="http://127.0.0.1:9/v1",
+                model=f"id-{a}",
+                input_price_per_mtok=1.0,
+                output_price_per_mtok=2.0,
+                max_concurrency=concurrency,
+                max_retries=retries,
+            )
+            for a in aliases
+        )
+    )
+
+
+def echo(name: str) -> Behaviour:
+    return lambda req, n: f"{name} seed {req.seed} sample {req.sample}"
+
+
+def run(executor: Executor, mixture: MixtureConfig, prompt: str = "hello?"):
+    async def main():
+        return await executor.arun(mixture, prompt)
+
+    return asyncio.run(main())
+
+
+def test_layers_run_concurrently_and_see_previous_answers() -> None:
+    p = pool("a", "b", "c", "agg")
+    backends = {
+        "a": Scripted(p.get("a"), echo("A"), 0.2),
+        "b": Scripted(p.get("b"), echo("B"), 0.2),
+        "c": Scripted(p.get("c"), echo("C"), 0.2),
+        "agg": Scripted(p.get("agg"), echo("AGG"), 0.1),
+    }
+    m = MixtureConfig(
+        layers=(
+            (AgentSpec(model="a"), AgentSpec(model="b"), AgentSpec(model="c")),
+            (AgentSpec(model="a"), AgentSpec(model="b")),
+        ),
+        aggregator=AgentSpec(model="agg"),
+    )
+    t0 = time.perf_counter()
+    result = run(Executor(p, backends=backends), m)
+    elapsed = time.perf_counter() - t0
+    # critical path 0.2 + 0.2 + 0.1 = 0.5; the sum of all calls would be 1.1
+    assert 0.5 <= elapsed < 0.8
+    assert result.answer.startswith("AGG")
+    assert [c.layer for c in result.trace.calls] == [0, 0, 0, 1, 1, 2]
+    assert [c.role for c in result.trace.calls][-1] == "aggregator"
+    # layer 1 saw all three layer-0 answers; the aggregator saw layer 1's two
+    layer1_request = backends["a"].requests[1]
+    system = layer1_request.messages[0][1]
+    assert layer1_request.messages[0][0] == "system"
+    for name in ("A seed", "B seed", "C seed"):
+        assert name in system
+    agg_system = backends["agg"].requests[0].messages[0][1]
+    assert agg_system.count("seed") == 2
+    assert layer1_request.messages[-1] == ("user", "hello?")
+    assert result.layer_outputs[0][0].startswith("A seed")
+    assert result.trace.cost_usd == pytest.approx(
+        sum((10 * 1.0 + c.tokens_out * 2.0) / 1e6 for c in result.trace.calls)
+    )
+
+
+def test_samples_are_distinct_calls_with_distinct_seeds_and_cache_keys() -> None:
+    p = pool("a", "agg")
+    backends = {"a": Scripted(p.get("a"), echo("A")), "agg": Scripted(p.get("agg"), echo("G"))}
+    m = MixtureConfig(
+        layers=((AgentSpec(model="a", samples=3), AgentSpec(model="a")),),
+        aggregator=AgentSpec(model="agg"),
+    )
+    cache = MemoryCache()
+    ex = Executor(p, cache=cache, backends=backends)
+    first = run(ex, m)
+    reqs = backends["a"].requests
+    assert [r.sample for r in reqs] == [0, 1, 2, 3]
+    assert len({r.seed for r in reqs}) == 4
+    assert len(set(first.layer_outputs[0])) == 4
+    assert len(cache) == 5  # four proposer answers and the aggregator's, none collapsed
+    assert first.trace.cache_hits == 0 and cache.stats.misses == 5
+    second = run(ex, m)
+    assert second.trace.cache_hits == 5 and second.trace.model_calls == 0
+    assert second.answer == first.answer
+    assert len(backends["a"].requests) == 4  # no new calls
+    assert second.trace.spent_usd == 0 and second.trace.cost_usd == pytest.approx(
+        first.trace.cost_usd
+    )
+
+
+def test_retries_honour_retry_after_and_are_counted() -> None:
+    p = pool("a", "agg")
+
+    def flaky(req: ChatRequest, n: int) -> str | ModelCallError:
+        if n <= 2:
+            return ModelCallError("a", "rate_limit", "slow down", status=429, retry_after=0.15)
+        return "fine"
+
+    backends = {"a": Scripted(p.get("a"), flaky), "agg": Scripted(p.get("agg"), echo("G"))}
+    m = MixtureConfig(layers=((AgentSpec(model="a"),),), aggregator=AgentSpec(model="agg"))
+    t0 = time.perf_counter()
+    result = run(Executor(p, backends=backends), m)
+    assert time.perf_counter() - t0 >= 0.3  # two waits of Retry-After
+    rec = result.trace.calls[0]
+    assert rec.ok and rec.attempts == 3
+
+
+def test_non_retryable_error_is_not_retried_and_quorum_decides() -> None:
+    p = pool("a", "b", "agg")
+    backends = {
+        "a": Scripted(p.get("a"), lambda r, n: ModelCallError("a", "auth", "bad key", status=401)),
+        "b": Scripted(p.get("b"), echo("B")),
+        "agg": Scripted(p.get("agg"), echo("G")),
+    }
+    m = MixtureConfig(
+        layers=((AgentSpec(model="a"), AgentSpec(model="b", samples=2)),),
+        aggregator=AgentSpec(model="agg"),
+        quorum=2,
+    )
+    result = run(Executor(p, backends=backends), m)
+    failed = [c for c in result.trace.calls if not c.ok]
+    assert len(failed) == 1 and failed[0].error == "auth" and failed[0].attempts == 1
+    assert failed[0].status == 401
+    assert len(result.layer_outputs[0]) == 2
+    strict = m.model_copy(update={"quorum": 3})
+    with pytest.raises(QuorumError) as info:
+        run(Executor(p, backends=backends), strict)
+    assert info.value.answered == 2 and info.value.required == 3
+    assert info.value.failures[0].kind == "auth"
+    trace = info.value.trace  # type: ignore[attr-defined]
+    assert len(trace.calls) == 3 and trace.failures[0].model == "a"
+
+
+def test_concurrency_limit_is_respected() -> None:
+    p = pool("a", "agg", concurrency=2)
+    backends = {"a": Scripted(p.get("a"), echo("A"), 0.1), "agg": Scripted(p.get("agg"), echo("G"))}
+    m = MixtureConfig(
+        layers=((AgentSpec(model="a", samples=5),),), aggregator=AgentSpec(model="agg")
+    )
+    t0 = time.perf_counter()
+    run(Executor(p, backends=backends), m)
+    assert backends["a"].max_active == 2
+    assert time.perf_counter() - t0 >= 0.3  # ceil(5 / 2) rounds of 0.1 s
+
+
+class BreaksOnce(Scripted):
+    """Streams 'Hello' then breaks on the first attempt; the retry streams the whole text."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            yield "Hello"
+            yield " wor"
+            raise ModelCallError("agg", "stream_interrupted", "connection dropped")
+        for piece in ("Hel", "lo", " world", "!"):
+            yield piece
+        yield Completion("Hello world!", 5, 3, "stop")
+
+
+def test_interrupted_stream_is_retried_without_repeating_text() -> None:
+    p = pool("agg")
+    backend = BreaksOnce(p.get("agg"), echo("G"))
+    m = MixtureConfig(aggregator=AgentSpec(model="agg"))
+
+    async def main() -> tuple[list[str], object]:
+        stream = Executor(p, backends={"agg": backend}).astream(m, "hi")
+        return [d async for d in stream], stream.result
+
+    deltas, result = asyncio.run(main())
+    assert "".join(deltas) == "Hello world!"
+    assert result.answer == "Hello world!"  # type: ignore[attr-defined]
+    assert result.trace.calls[0].attempts == 2  # type: ignore[attr-defined]
+    assert result.trace.first_token_s is not None  # type: ignore[attr-defined]
+
+
+def test_aggregator_failure_raises_with_trace() -> None:
+    p = pool("a", "agg", retries=1)
+    backends = {
+        "a": Scripted(p.get("a"), echo("A")),
+        "agg": Scripted(
+            p.get("agg"), lambda r, n: ModelCallError("agg", "server_error", "boom", status=500)
+        ),
+    }
+    m = MixtureConfig(layers=((AgentSpec(model="a"),),), aggregator=AgentSpec(model="agg"))
+    with pytest.raises(ModelCallError) as info:
+        run(Executor(p, backends=backends), m)
+    assert info.value.attempts == 2 and info.value.kind == "server_error"
+    assert len(info.value.trace.calls) == 2  # type: ignore[attr-defined]
