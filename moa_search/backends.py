@@ -13,10 +13,9 @@ import asyncio
 import json
 import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
 import openai
 
 from moa_search._constants import (
@@ -102,7 +101,7 @@ class Backend(ABC):
         """Release connections."""
 
 
-def _header_retry_after(headers: httpx.Headers | None) -> float | None:
+def _header_retry_after(headers: Mapping[str, str] | None) -> float | None:
     if headers is None:
         return None
     ms = headers.get("retry-after-ms")
@@ -120,13 +119,21 @@ def _header_retry_after(headers: httpx.Headers | None) -> float | None:
     return None
 
 
+def _is_transport(exc: BaseException, name_part: str = "") -> bool:
+    """An exception of the HTTP transport under the openai client (httpx or httpx2)."""
+    module = type(exc).__module__.split(".")[0]
+    return module.startswith(("httpx", "httpcore")) and name_part in type(exc).__name__
+
+
 def classify(alias: str, exc: BaseException) -> ModelCallError:
     """Map an exception from the openai client or the transport to a typed error."""
     if isinstance(exc, ModelCallError):
         return exc
-    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError) or _is_transport(
+        exc, "Timeout"
+    ):
         return ModelCallError(alias, "timeout", "no answer within the model's timeout")
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, openai.APIConnectionError) or _is_transport(exc):
         cause = exc.__cause__ or exc
         return ModelCallError(alias, "connection", f"{type(cause).__name__}: {cause}".strip(": "))
     if isinstance(exc, openai.APIStatusError):
@@ -186,7 +193,7 @@ class OpenAIBackend(Backend):
                 base_url=self.spec.base_url,
                 api_key=key or NO_KEY_PLACEHOLDER,
                 max_retries=0,
-                timeout=httpx.Timeout(
+                timeout=openai.Timeout(
                     self.spec.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.spec.timeout_s)
                 ),
             )
