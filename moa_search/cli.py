@@ -55,12 +55,195 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=_cmd_local)
 
 
+def _add_study_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("search", help="run (or resume) the study a spec describes")
+    p.add_argument("spec", help="study spec file (YAML or JSON)")
+    p.add_argument("--n-trials", type=_positive_int, help="total trials (overrides the budget)")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite beside the results)")
+    p.add_argument("--timeout", type=_positive_float, help="stop starting trials after S seconds")
+    p.add_argument("--cache", help="response cache location (default: the study's results)")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("export", help="write a trial's mixture, ready for 'moa-search run'")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--trial", default="best", help="'best' (the spec's choice) or a trial number")
+    p.add_argument("--out", required=True, help="mixture file to write (YAML or JSON)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("best", help="print the study's Pareto front")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_best)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 100000, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 30 * 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 2592000], got {value}")
+    return value
+
+
+def _open_session(args: argparse.Namespace, *, cache: str | None = None):
+    from moa_search.local import default_pool_path
+    from moa_search.study import SearchSession
+
+    return SearchSession(
+        args.spec,
+        storage=args.storage,
+        cache=cache,
+        default_pool_path=default_pool_path(),
+    )
+
+
+def _fmt_duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from moa_search.study import TrialReport
+
+    session = _open_session(args, cache=args.cache)
+    try:
+        check_api_keys(str(args.spec), session.pool, session.pool.aliases)
+        spec = session.spec
+        print(
+            f"study '{spec.name}': {len(session.items)} prompts, rungs {list(session.rungs)}, "
+            f"judge {spec.judge.kind}, objectives {', '.join(spec.objective_names)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def progress(r: TrialReport) -> None:
+            what = f"win {r.win_rate:.3f} on {r.n_items}" if r.win_rate is not None else "-"
+            best = (
+                f"best #{r.best_number} {r.best_win_rate:.3f}"
+                if r.best_number is not None and r.best_win_rate is not None
+                else "best -"
+            )
+            saved = 1 - r.model_calls / r.calls_total if r.calls_total else 0.0
+            print(
+                f"[trial {r.number:>3} {r.state:<8}] {what:<16} | {best} | "
+                f"{r.done}/{r.target} trials | spent ${r.spent_usd:.4f}, {r.spent_tokens:,} tok | "
+                f"calls {r.model_calls:,} of {r.calls_total:,} ({saved:.0%} cached) | "
+                f"{_fmt_duration(r.elapsed_s)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        session.optimize(n_trials=args.n_trials, timeout_s=args.timeout, on_trial=progress)
+        final = session.finalize()
+        totals = session.totals()
+        if final is None:
+            print("no trial completed; nothing to choose", file=sys.stderr)
+            return 1
+        m = final["metrics"]
+        wr = m["win_rate"]
+        print(
+            f"chosen: trial {final['trial']} — win rate {wr['mean']:.3f} "
+            f"[{wr['ci_low']:.3f}, {wr['ci_high']:.3f}] on all {final['n_items']} prompts, "
+            f"diversity {m['diversity']:.3f}, {m['tokens']:.0f} tokens/prompt, "
+            f"${m['cost_usd']:.6f}/prompt",
+        )
+        print(
+            f"model calls made: {totals['model_calls']:,} of {totals['calls_total']:,} that a "
+            f"cache-less search would have made; spent ${totals['spent_usd']:.4f}, "
+            f"{totals['spent_tokens']:,} tokens",
+        )
+        print(f"export it with: moa-search export {args.spec} --out mixture.yaml")
+        return 0
+    finally:
+        session.close()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from moa_search.export import export_trial
+
+    session = _open_session(args)
+    try:
+        trial = session.trial(args.trial)
+        if args.trial == "best":
+            session.finalize()
+        mixture = export_trial(session, trial, args.out)
+        print(
+            f"wrote {args.out}: trial {trial.number}, "
+            f"{mixture.provenance['mixture'] if mixture.provenance else ''}",
+            file=sys.stderr,
+        )
+        return 0
+    finally:
+        session.close()
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from moa_search.study import choose_trial, pareto_front
+
+    session = _open_session(args)
+    try:
+        study = session.study()
+        front = pareto_front(study)
+        chosen = choose_trial(study, session.spec)
+        rows = []
+        for t in front:
+            m = t.user_attrs.get("metrics", {})
+            wr = m.get("win_rate", {})
+            rows.append(
+                {
+                    "trial": t.number,
+                    "chosen": chosen is not None and t.number == chosen.number,
+                    "mixture": t.user_attrs.get("mixture", ""),
+                    "win_rate": wr.get("mean"),
+                    "ci_low": wr.get("ci_low"),
+                    "ci_high": wr.get("ci_high"),
+                    "diversity": m.get("diversity"),
+                    "tokens": m.get("tokens"),
+                    "cost_usd": m.get("cost_usd"),
+                    "n_items": t.user_attrs.get("n_items"),
+                }
+            )
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        if not rows:
+            print("no complete trials yet")
+            return 1
+        header = f"{'':1} {'trial':>5}  {'win rate':>8} {'95% CI':>15}  {'divers.':>7} "
+        header += f"{'tokens':>7} {'$/prompt':>10} {'n':>4}  mixture"
+        print(header)
+        for r in rows:
+            print(
+                f"{'*' if r['chosen'] else ' '} {r['trial']:>5}  {r['win_rate']:>8.3f} "
+                f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  {r['diversity']:>7.3f} "
+                f"{r['tokens']:>7.0f} {r['cost_usd']:>10.6f} {r['n_items']:>4}  {r['mixture']}"
+            )
+        print("* the spec's choice")
+        return 0
+    finally:
+        session.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moa-search", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more on stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run(sub)
     _add_local(sub)
+    _add_study_commands(sub)
     return parser
 
 

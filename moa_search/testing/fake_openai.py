@@ -495,7 +495,7 @@ class FakeOpenAIServer:
             self._thread_loop = loop
             try:
                 loop.run_until_complete(self.astart())
-            except BaseException as exc:  # reported to the caller of start()
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller of start()
                 errors.append(exc)
                 ready.set()
                 loop.close()

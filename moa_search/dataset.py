@@ -1,0 +1,87 @@
+"""Task datasets: JSONL files of prompts, with optional reference answers and ids.
+
+Each line is a JSON object with ``prompt`` (a non-empty string), optional ``reference`` (a
+string) and optional ``id`` (a string or number; defaults to the line number). Any problem
+becomes a one-paragraph :class:`~moa_search.errors.ConfigError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from moa_search.errors import ConfigError
+
+__all__ = ["TaskItem", "dataset_hash", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One prompt of a task, with its reference answer when the dataset has one."""
+
+    id: str
+    prompt: str
+    reference: str | None = None
+
+
+def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
+    """Read and validate a JSONL dataset."""
+    p = Path(path)
+    source = str(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            source, "", "an existing JSONL dataset, but there is no such file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(source, "", "a readable JSONL dataset", exc.strerror) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            source, f"line {line}", "UTF-8 text", f"a byte that is not UTF-8 at offset {exc.start}"
+        ) from None
+    items: list[TaskItem] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(source, where, "one JSON object per line", exc.msg) from None
+        if not isinstance(record, dict):
+            raise ConfigError(source, where, "a JSON object", f"a {type(record).__name__}")
+        prompt = record.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(source, f"{where}.prompt", "a non-empty string with the prompt")
+        reference = record.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            raise ConfigError(source, f"{where}.reference", "a string (the reference answer)")
+        raw_id = record.get("id", number)
+        if not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
+            raise ConfigError(source, f"{where}.id", "a string or an integer")
+        item_id = str(raw_id)
+        if item_id in seen:
+            raise ConfigError(source, f"{where}.id", "ids unique within the dataset", repr(item_id))
+        seen.add(item_id)
+        items.append(TaskItem(item_id, prompt, reference))
+    if not items:
+        raise ConfigError(source, "", "at least one JSONL line with a prompt, but it has none")
+    return tuple(items)
+
+
+def dataset_hash(items: Sequence[TaskItem]) -> str:
+    """A stable sha256 of a dataset's content (ids, prompts, references), for provenance."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(json.dumps([item.id, item.prompt, item.reference], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()

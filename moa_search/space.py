@@ -1,0 +1,127 @@
+"""The search space: a mixture as a pure function of an Optuna trial.
+
+:func:`suggest_mixture` asks the trial for every choice (define-by-run) and builds a
+:class:`~moa_search.config.MixtureConfig` from the answers alone, so any stored trial rebuilds
+exactly with ``optuna.trial.FixedTrial(trial.params)``.
+
+Parameters (``m`` is a pool alias):
+
+- ``n_layers``: proposer layers, ``min_layers..max_layers``;
+- ``samples/m`` (shared composition) or ``L{i}/samples/m`` (per layer): how many samples ``m``
+  contributes, ``0..max_samples`` — 0 leaves it out, k > 1 is Self-MoA-style sampling;
+- ``temperature/m``: when the space lists temperatures;
+- ``aggregator``: the aggregating model.
+
+A layer whose call count falls outside ``min_proposers..max_proposers`` is invalid:
+:func:`suggest_mixture` raises :class:`InvalidMixture` (the study prunes it before any call).
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from moa_search.config import DEFAULT_AGGREGATION_PROMPT, AgentSpec, MixtureConfig, Pool
+from moa_search.spec import SearchSpaceSpec
+
+__all__ = ["InvalidMixture", "mixture_from_params", "suggest_mixture"]
+
+
+class InvalidMixture(ValueError):  # noqa: N818 - reads better at the call site
+    """The trial's choices do not make a valid mixture (e.g. an empty layer)."""
+
+
+def _proposers(space: SearchSpaceSpec, pool: Pool) -> tuple[str, ...]:
+    return tuple(space.proposers) if space.proposers else pool.aliases
+
+
+def _aggregators(space: SearchSpaceSpec, pool: Pool) -> tuple[str, ...]:
+    return tuple(space.aggregators) if space.aggregators else pool.aliases
+
+
+def suggest_mixture(
+    trial: optuna.trial.BaseTrial,
+    space: SearchSpaceSpec,
+    pool: Pool,
+    *,
+    aggregation_prompt: str | None = None,
+    seed: int = 0,
+) -> MixtureConfig:
+    """Ask ``trial`` for a mixture in ``space``; raise :class:`InvalidMixture` if it is empty."""
+    proposers = _proposers(space, pool)
+    if space.min_layers == space.max_layers:
+        n_layers = space.min_layers
+    else:
+        n_layers = trial.suggest_int("n_layers", space.min_layers, space.max_layers)
+    temps: dict[str, float] = {}
+    if space.temperatures:
+        choices = sorted(set(space.temperatures))
+        for m in proposers:
+            temps[m] = (
+                choices[0]
+                if len(choices) == 1
+                else float(trial.suggest_categorical(f"temperature/{m}", choices))
+            )
+
+    def layer(prefix: str) -> tuple[AgentSpec, ...]:
+        agents = []
+        for m in proposers:
+            k = trial.suggest_int(f"{prefix}samples/{m}", 0, space.max_samples)
+            if k:
+                agents.append(
+                    AgentSpec(
+                        model=m,
+                        temperature=temps.get(m, space.default_temperature),
+                        max_tokens=space.proposer_max_tokens,
+                        samples=k,
+                    )
+                )
+        calls = sum(a.samples for a in agents)
+        if not space.min_proposers <= calls <= space.max_proposers:
+            raise InvalidMixture(
+                f"{calls} proposer calls in a layer; the space allows "
+                f"{space.min_proposers}..{space.max_proposers}"
+            )
+        return tuple(agents)
+
+    layers: tuple[tuple[AgentSpec, ...], ...]
+    if n_layers == 0:
+        layers = ()
+    elif space.shared_proposers:
+        shared = layer("")
+        layers = tuple(shared for _ in range(n_layers))
+    else:
+        layers = tuple(layer(f"L{i}/") for i in range(n_layers))
+    aggregators = _aggregators(space, pool)
+    aggregator = (
+        aggregators[0]
+        if len(aggregators) == 1
+        else str(trial.suggest_categorical("aggregator", list(aggregators)))
+    )
+    return MixtureConfig(
+        layers=layers,
+        aggregator=AgentSpec(
+            model=aggregator,
+            temperature=space.aggregator_temperature,
+            max_tokens=space.aggregator_max_tokens,
+        ),
+        aggregation_prompt=aggregation_prompt or DEFAULT_AGGREGATION_PROMPT,
+        seed=seed,
+    )
+
+
+def mixture_from_params(
+    params: dict[str, object],
+    space: SearchSpaceSpec,
+    pool: Pool,
+    *,
+    aggregation_prompt: str | None = None,
+    seed: int = 0,
+) -> MixtureConfig:
+    """Rebuild a stored trial's mixture from its params (``optuna.trial.FixedTrial``)."""
+    return suggest_mixture(
+        optuna.trial.FixedTrial(params),
+        space,
+        pool,
+        aggregation_prompt=aggregation_prompt,
+        seed=seed,
+    )

@@ -1,0 +1,559 @@
+"""The study driver: an Optuna study over mixtures, with minibatch rungs, pruning and budgets.
+
+:class:`SearchSession` opens everything a study needs from its spec file (pool, dataset, cache,
+judge, embedder, storage) and runs trials. Each trial builds its mixture with
+:func:`moa_search.space.suggest_mixture`, is evaluated on growing prompt minibatches (pruned when
+it trails the others on win rate), and records its metrics, intervals, spend and calls as trial
+user attributes — so a study in storage is self-describing and resumes where it stopped.
+
+Storage defaults to an SQLite file beside the study's results; any Optuna RDB URL works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from moa_search.cache import Cache, open_cache
+from moa_search.config import MixtureConfig, Pool
+from moa_search.dataset import TaskItem, dataset_hash, load_dataset
+from moa_search.diversity import Embedder
+from moa_search.errors import ConfigError, MoaSearchError
+from moa_search.executor import Executor
+from moa_search.judges import (
+    ExactMatchJudge,
+    Judge,
+    PairwiseLLMJudge,
+    ReferenceEmbeddingJudge,
+    load_callable_judge,
+)
+from moa_search.objective import Evaluation, Evaluator, ItemOutcome
+from moa_search.space import InvalidMixture, mixture_from_params, suggest_mixture
+from moa_search.spec import (
+    StudySpec,
+    load_study_spec,
+    spec_dataset_path,
+    spec_pool,
+)
+
+__all__ = ["SearchSession", "TrialReport", "choose_trial", "pareto_front", "results_dir"]
+
+log = logging.getLogger(__name__)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: Trial states that count towards the trial budget.
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def results_dir(spec_path: str | Path, spec: StudySpec) -> Path:
+    """Where a study keeps its storage and caches: ``<spec dir>/results/<study name>/``."""
+    return Path(spec_path).resolve().parent / "results" / spec.name
+
+
+def redact_url(url: str) -> str:
+    """A storage URL without its password, for logs and provenance."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL; keep the scheme only
+        return url.split("://", 1)[0] + "://…"
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """Progress after each trial, for a progress display."""
+
+    number: int
+    state: str
+    values: dict[str, float] | None
+    win_rate: float | None
+    n_items: int
+    best_number: int | None
+    best_win_rate: float | None
+    done: int
+    target: int
+    spent_usd: float
+    spent_tokens: int
+    model_calls: int
+    calls_total: int
+    elapsed_s: float
+
+
+def _attr_sum(trials: Sequence[FrozenTrial], key: str) -> float:
+    return sum(float(t.user_attrs.get(key, 0) or 0) for t in trials)
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The non-dominated complete trials (the best trial, for a single objective)."""
+    if len(study.directions) == 1:
+        try:
+            return [study.best_trial]
+        except ValueError:
+            return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def choose_trial(study: optuna.Study, spec: StudySpec) -> FrozenTrial | None:
+    """Apply the spec's ``choose`` rule to the Pareto front."""
+    front = pareto_front(study)
+    if not front:
+        return None
+    rule = spec.choose
+
+    def metric(t: FrozenTrial, name: str) -> float:
+        return float(t.user_attrs.get("metrics", {}).get(name, 0.0) or 0.0)
+
+    def wr(t: FrozenTrial) -> float:
+        return float(t.user_attrs.get("metrics", {}).get("win_rate", {}).get("mean", 0.0))
+
+    if rule.rule == "cheapest_within":
+        top = max(wr(t) for t in front)
+        ok = [t for t in front if wr(t) >= top - rule.tolerance]
+        return min(ok, key=lambda t: (metric(t, "cost_usd"), metric(t, "tokens"), -wr(t)))
+    if rule.rule == "weighted":
+        weights = rule.weights or spec.weights or {"win_rate": 1.0}
+
+        def score(t: FrozenTrial) -> float:
+            return sum(
+                w * (wr(t) if name == "win_rate" else metric(t, name))
+                for name, w in weights.items()
+            )
+
+        return max(front, key=lambda t: (score(t), -t.number))
+    return max(
+        front,
+        key=lambda t: (
+            wr(t),
+            -metric(t, "cost_usd"),
+            -metric(t, "tokens"),
+            metric(t, "diversity"),
+            -t.number,
+        ),
+    )
+
+
+class SearchSession:
+    """Everything one study needs, opened from its spec file.
+
+    Args:
+        spec_path: the study spec.
+        storage: an Optuna storage URL (default: SQLite in :func:`results_dir`).
+        cache: a response cache location for :func:`moa_search.cache.open_cache`
+            (default: the cache file in the study's results folder).
+        default_pool_path: where the local pool file is, for specs naming no pool.
+    """
+
+    def __init__(
+        self,
+        spec_path: str | Path,
+        *,
+        storage: str | None = None,
+        cache: str | None = None,
+        default_pool_path: Path | None = None,
+    ) -> None:
+        self.spec_path = Path(spec_path)
+        self.spec = load_study_spec(spec_path)
+        self.pool: Pool = spec_pool(self.spec, spec_path, default_pool_path)
+        items = load_dataset(spec_dataset_path(self.spec, spec_path))
+        self.dataset_hash = dataset_hash(items)
+        if self.spec.judge.kind in ("reference_embedding", "exact_match") or (
+            self.spec.baseline.kind == "references"
+        ):
+            missing = [i.id for i in items if i.reference is None]
+            if missing:
+                raise ConfigError(
+                    str(spec_dataset_path(self.spec, spec_path)),
+                    f"id {missing[0]}.reference",
+                    f"a reference answer on every line (the {self.spec.judge.kind} judge or "
+                    "the references baseline needs them)",
+                )
+        ordered = list(items)
+        if self.spec.evaluation.shuffle:
+            random.Random(self.spec.seed).shuffle(ordered)
+        self.items: tuple[TaskItem, ...] = tuple(ordered)
+        self.rungs = self._rungs()
+        self.results = results_dir(spec_path, self.spec)
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.storage_url = storage or f"sqlite:///{self.results / 'study.db'}"
+        cache_location = cache if cache is not None else str(self.results / "cache.sqlite")
+        self.cache: Cache | None = open_cache(cache_location)
+        self.executor = Executor(self.pool, cache=self.cache, seed=self.spec.seed)
+        self.embedder = Embedder(
+            self.spec.embedding_model, cache_path=self.results / "embeddings.sqlite"
+        )
+        self.judge = self._judge()
+        self.evaluator = Evaluator(
+            self.executor,
+            self.judge,
+            self.spec.baseline,
+            self.embedder,
+            concurrency=self.spec.evaluation.concurrency,
+        )
+        self._runner: asyncio.Runner | None = None
+        self._study: optuna.Study | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _rungs(self) -> tuple[int, ...]:
+        n = len(self.items)
+        rungs = self.spec.evaluation.rungs or (n,)
+        clipped = tuple(sorted({min(r, n) for r in rungs}))
+        return clipped
+
+    def _judge(self) -> Judge:
+        j = self.spec.judge
+        if j.kind == "reference_embedding":
+            return ReferenceEmbeddingJudge(self.embedder)
+        if j.kind == "pairwise_llm":
+            assert j.model is not None
+            return PairwiseLLMJudge(self.executor, j.model, both_orders=j.both_orders)
+        if j.kind == "exact_match":
+            return ExactMatchJudge(pattern=j.pattern)
+        assert j.function is not None
+        return load_callable_judge(j.function)
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        s = self.spec
+        constraints = _constraints if self._has_constraints() else None
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=s.seed)
+        if s.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(
+                seed=s.seed, constraints_func=constraints, population_size=8
+            )
+        if s.sampler == "gp":
+            return optuna.samplers.GPSampler(
+                seed=s.seed, constraints_func=constraints, n_startup_trials=s.n_startup_trials
+            )
+        return optuna.samplers.TPESampler(
+            seed=s.seed,
+            multivariate=True,
+            group=True,
+            constraints_func=constraints,
+            n_startup_trials=s.n_startup_trials,
+        )
+
+    def _has_constraints(self) -> bool:
+        b = self.spec.budget
+        return b.max_cost_per_prompt_usd is not None or b.max_tokens_per_prompt is not None
+
+    def study(self) -> optuna.Study:
+        """Create the study in storage, or load it to resume."""
+        if self._study is None:
+            pruner: optuna.pruners.BasePruner = (
+                optuna.pruners.MedianPruner(n_startup_trials=self.spec.n_startup_trials)
+                if self.spec.pruner == "median"
+                else optuna.pruners.NopPruner()
+            )
+            try:
+                storage = optuna.storages.RDBStorage(
+                    self.storage_url, heartbeat_interval=30, grace_period=90
+                )
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=self.spec.name,
+                    directions=list(self.spec.directions),
+                    sampler=self._sampler(),
+                    pruner=pruner,
+                    load_if_exists=True,
+                )
+            except ValueError as exc:
+                raise ConfigError(
+                    "--storage", "", "a study whose objectives match the spec", str(exc)
+                ) from None
+            except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
+                raise ConfigError(
+                    "--storage",
+                    "",
+                    "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
+                    "postgresql+psycopg://user@host/db)",
+                    f"{redact_url(self.storage_url)} ({type(exc).__name__})",
+                ) from None
+            if list(study.directions) != [
+                optuna.study.StudyDirection.MAXIMIZE
+                if d == "maximize"
+                else optuna.study.StudyDirection.MINIMIZE
+                for d in self.spec.directions
+            ]:
+                raise ConfigError(
+                    str(self.spec_path),
+                    "objectives",
+                    "the objectives the stored study was created with; use a new study name",
+                )
+            study.set_metric_names(list(self.spec.objective_names))
+            study.set_user_attr("spec", self.spec.model_dump(mode="json", exclude={"pool"}))
+            study.set_user_attr("dataset_hash", self.dataset_hash)
+            self._study = study
+        return self._study
+
+    # ------------------------------------------------------------------ running
+
+    def _run(self, coro: Any) -> Any:
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.run(self.executor.aclose())
+            self._runner.close()
+            self._runner = None
+        if self.cache is not None:
+            self.cache.close()
+        self.embedder.close()
+
+    def mixture_for(self, params: dict[str, Any]) -> MixtureConfig:
+        """Rebuild a trial's mixture from its params."""
+        return mixture_from_params(
+            params,
+            self.spec.space,
+            self.pool,
+            aggregation_prompt=self.spec.aggregation_prompt,
+            seed=self.spec.seed,
+        )
+
+    def evaluate(self, mixture: MixtureConfig, items: Sequence[TaskItem]) -> Evaluation:
+        return self.evaluator.summarize(self._run(self.evaluator.aoutcomes(mixture, items)))
+
+    def _values(self, ev: Evaluation) -> list[float]:
+        if self.spec.weights is not None:
+            return [sum(w * ev.value(name) for name, w in self.spec.weights.items())]
+        return [ev.value(name) for name in self.spec.objective_names]
+
+    def _should_prune(
+        self, trial: optuna.Trial, study: optuna.Study, step: int, value: float
+    ) -> bool:
+        if len(study.directions) == 1:
+            trial.report(value, step)
+            return trial.should_prune()
+        if self.spec.pruner == "none":
+            return False
+        # Optuna's pruners are single-objective; apply the median rule to win rate ourselves.
+        key = f"rung/{step}"
+        others = [
+            t.user_attrs[key]
+            for t in study.get_trials(deepcopy=False, states=_COUNTED)
+            if key in t.user_attrs and t.number != trial.number
+        ]
+        if len(others) < max(1, self.spec.n_startup_trials):
+            return False
+        return value < statistics.median(others)
+
+    def objective(self, trial: optuna.Trial) -> list[float]:
+        study = trial.study
+        try:
+            mixture = suggest_mixture(
+                trial,
+                self.spec.space,
+                self.pool,
+                aggregation_prompt=self.spec.aggregation_prompt,
+                seed=self.spec.seed,
+            )
+        except InvalidMixture as exc:
+            trial.set_user_attr("invalid", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("mixture", describe_mixture(mixture))
+        outcomes: list[ItemOutcome] = []
+        ev: Evaluation | None = None
+        for i, n in enumerate(self.rungs):
+            new = self.items[len(outcomes) : n]
+            outcomes.extend(self._run(self.evaluator.aoutcomes(mixture, new)))
+            ev = self.evaluator.summarize(outcomes)
+            self._record(trial, ev)
+            trial.set_user_attr(f"rung/{n}", ev.win_rate.mean)
+            if i < len(self.rungs) - 1 and self._should_prune(trial, study, n, ev.win_rate.mean):
+                raise optuna.TrialPruned(f"win rate {ev.win_rate.mean:.3f} after {n} prompts")
+        assert ev is not None
+        b = self.spec.budget
+        constraints = []
+        if b.max_cost_per_prompt_usd is not None:
+            constraints.append(ev.cost_usd - b.max_cost_per_prompt_usd)
+        if b.max_tokens_per_prompt is not None:
+            constraints.append(ev.tokens - b.max_tokens_per_prompt)
+        if constraints:
+            trial.set_user_attr("constraints", constraints)
+        return self._values(ev)
+
+    @staticmethod
+    def _record(trial: optuna.Trial, ev: Evaluation) -> None:
+        trial.set_user_attr("metrics", ev.to_dict())
+        trial.set_user_attr("n_items", ev.n)
+        trial.set_user_attr("spent_usd", ev.spent_usd)
+        trial.set_user_attr("spent_tokens", ev.spent_tokens)
+        trial.set_user_attr("model_calls", ev.model_calls)
+        trial.set_user_attr("calls_total", ev.calls_total)
+
+    def totals(self) -> dict[str, float]:
+        """Spend and calls over every trial in storage (all workers, all sessions)."""
+        trials = self.study().get_trials(deepcopy=False)
+        return {
+            "trials": len([t for t in trials if t.state in _COUNTED]),
+            "spent_usd": _attr_sum(trials, "spent_usd"),
+            "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
+            "model_calls": int(_attr_sum(trials, "model_calls")),
+            "calls_total": int(_attr_sum(trials, "calls_total")),
+        }
+
+    def optimize(
+        self,
+        *,
+        n_trials: int | None = None,
+        timeout_s: float | None = None,
+        on_trial: Callable[[TrialReport], None] | None = None,
+    ) -> optuna.Study:
+        """Run trials until the budget's trial count (a total over the study), its time, or
+        its spend is reached. Re-running continues the same study."""
+        study = self.study()
+        target = n_trials if n_trials is not None else self.spec.budget.n_trials
+        timeout = timeout_s if timeout_s is not None else self.spec.budget.timeout_s
+        start = time.perf_counter()
+        b = self.spec.budget
+
+        def over_budget() -> bool:
+            t = self.totals()
+            if t["trials"] >= target:
+                return True
+            if b.max_usd is not None and t["spent_usd"] >= b.max_usd:
+                log.warning("stopping: spent $%.4f of max_usd %.4f", t["spent_usd"], b.max_usd)
+                return True
+            if b.max_tokens is not None and t["spent_tokens"] >= b.max_tokens:
+                log.warning("stopping: spent %d tokens of max_tokens", t["spent_tokens"])
+                return True
+            return False
+
+        def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+            if on_trial is not None:
+                on_trial(self._report(study, trial, target, start))
+            if over_budget():
+                study.stop()
+
+        if over_budget():
+            return study
+        study.optimize(
+            self.objective,
+            n_trials=None,
+            timeout=timeout,
+            callbacks=[callback],
+            catch=(MoaSearchError,),
+            gc_after_trial=False,
+        )
+        return study
+
+    def _report(
+        self, study: optuna.Study, trial: FrozenTrial, target: int, start: float
+    ) -> TrialReport:
+        best = (
+            choose_trial(study, self.spec)
+            if study.get_trials(states=(TrialState.COMPLETE,))
+            else None
+        )
+        t = self.totals()
+        metrics = trial.user_attrs.get("metrics", {})
+        values = (
+            dict(zip(self.spec.objective_names, trial.values, strict=True))
+            if trial.values
+            else None
+        )
+        return TrialReport(
+            number=trial.number,
+            state=trial.state.name.lower(),
+            values=values,
+            win_rate=metrics.get("win_rate", {}).get("mean"),
+            n_items=int(trial.user_attrs.get("n_items", 0)),
+            best_number=best.number if best else None,
+            best_win_rate=(
+                best.user_attrs.get("metrics", {}).get("win_rate", {}).get("mean") if best else None
+            ),
+            done=int(t["trials"]),
+            target=target,
+            spent_usd=t["spent_usd"],
+            spent_tokens=int(t["spent_tokens"]),
+            model_calls=int(t["model_calls"]),
+            calls_total=int(t["calls_total"]),
+            elapsed_s=time.perf_counter() - start,
+        )
+
+    def finalize(self) -> dict[str, Any] | None:
+        """Re-evaluate the chosen trial on the whole dataset; store and return the result."""
+        study = self.study()
+        chosen = choose_trial(study, self.spec)
+        if chosen is None:
+            return None
+        stored = study.user_attrs.get("final")
+        if stored and stored.get("trial") == chosen.number:
+            return dict(stored)
+        if int(chosen.user_attrs.get("n_items", 0)) >= len(self.items):
+            metrics = chosen.user_attrs["metrics"]
+            spent = {"model_calls": 0, "calls_total": 0, "spent_usd": 0.0, "spent_tokens": 0}
+        else:
+            ev = self.evaluate(self.mixture_for(chosen.params), self.items)
+            metrics = ev.to_dict()
+            spent = {
+                "model_calls": ev.model_calls,
+                "calls_total": ev.calls_total,
+                "spent_usd": ev.spent_usd,
+                "spent_tokens": ev.spent_tokens,
+            }
+        final = {"trial": chosen.number, "n_items": len(self.items), "metrics": metrics, **spent}
+        study.set_user_attr("final", final)
+        return final
+
+    def trial(self, which: str | int) -> FrozenTrial:
+        """``best`` (the chosen trial) or a trial number, as a complete trial."""
+        study = self.study()
+        if str(which) == "best":
+            chosen = choose_trial(study, self.spec)
+            if chosen is None:
+                raise ConfigError(
+                    "--trial", "", "a study with at least one complete trial; run search first"
+                )
+            return chosen
+        try:
+            number = int(which)
+        except ValueError:
+            raise ConfigError("--trial", "", "'best' or a trial number", repr(which)) from None
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if number not in trials or trials[number].state != TrialState.COMPLETE:
+            complete = sorted(n for n, t in trials.items() if t.state == TrialState.COMPLETE)
+            raise ConfigError(
+                "--trial",
+                "",
+                f"the number of a complete trial ({complete or 'none yet'})",
+                str(number),
+            )
+        return trials[number]
+
+
+def _constraints(trial: FrozenTrial) -> Sequence[float]:
+    return trial.user_attrs.get("constraints", [])
+
+
+def describe_mixture(m: MixtureConfig) -> str:
+    """A one-line summary like ``2x[smollm2*2, gemma3] -> smollm2``."""
+
+    def layer(agents: Sequence[Any]) -> str:
+        return (
+            "["
+            + ", ".join(a.model + (f"*{a.samples}" if a.samples > 1 else "") for a in agents)
+            + "]"
+        )
+
+    if not m.layers:
+        return f"{m.aggregator.model} alone"
+    if all(lay == m.layers[0] for lay in m.layers):
+        body = (f"{len(m.layers)}x" if len(m.layers) > 1 else "") + layer(m.layers[0])
+    else:
+        body = " -> ".join(layer(lay) for lay in m.layers)
+    return f"{body} -> {m.aggregator.model}"
