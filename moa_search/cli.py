@@ -342,11 +342,11 @@ def _cmd_local(args: argparse.Namespace) -> int:
     else:
         status = local.status()
     if args.json:
-        print(
-            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(status).items()})
-        )
+        print(json.dumps(status.to_dict()))
     elif status.running:
-        print(f"running: {status.base_url} (pid {status.pid}); pool file {status.pool_path}")
+        for server in status.servers:
+            print(f"running: {server.alias} at {server.base_url} (pid {server.pid})")
+        print(f"pool file: {status.pool_path}")
     else:
         print("not running")
     return 0 if status.running or args.action == "down" else 1

@@ -1,25 +1,41 @@
 """The embedded offline default: a local model pool served by llama-cpp-python.
 
-``moa-search local up`` starts llama-cpp-python's own OpenAI-compatible server
-(``python -m llama_cpp.server --config_file FILE``) as a detached background process that
-serves two tiny GGUF models shipped as PyPI packages, then writes a pool file naming them. The
-other commands find that pool at :func:`default_pool_path` when no pool is given.
+``moa-search local up`` starts one llama-cpp-python OpenAI-compatible server
+(``python -m llama_cpp.server --config_file FILE``) *per model*, each a detached background
+process on its own loopback port serving one tiny GGUF model shipped as a PyPI package, then
+writes a pool file naming them, each model with its own ``base_url``. The other commands find
+that pool at :func:`default_pool_path` when no pool is given.
+
+Why one server per model: a single llama server holding several models loads one at a time and
+swaps on request, and a swap costs ~1.2 s. A Mixture-of-Agents alternates models constantly, so
+swapping made searches 2-3x slower. Measured on a 2-core machine with 48-token answers:
+
+- one server per model with 2 threads each: a SmolLM2 + Gemma pair takes 0.5 s + 1.2 s when the
+  calls run one after another, but 3 concurrent pairs took 27 s (the two servers oversubscribe
+  the cores and collapse);
+- one server per model with 1 thread each: 0.86 s + 1.93 s one after another, and 3 concurrent
+  pairs in 6.0 s (2.0 s per pair): slower alone, robust under concurrency.
+
+Hence :data:`THREADS_PER_SERVER` = 1.
 
 Files, all under :func:`local_dir` (``$MOA_SEARCH_HOME/local``, default ``~/.moa-search/local``):
 
-- ``server-config.json`` — the llama server's config (host, port, models).
-- ``server.json`` — ``{"pid", "port", "base_url"}`` of the running server.
-- ``server.log`` — the server's stdout and stderr (truncated at each start).
-- ``pool.yaml`` — the pool; it exists only while a server that answered is recorded.
+- ``server-ALIAS-config.json`` — one llama server's config (host, port, its one model).
+- ``server-ALIAS.log`` — that server's stdout and stderr (truncated at each start).
+- ``server.json`` — ``{"servers": [{"alias", "model_id", "pid", "port", "base_url", "log"},
+  ...]}``, the servers started by the last :func:`up`.
+- ``pool.yaml`` — the pool; it exists only while servers that all answered are recorded.
 
 Contracts worth knowing:
 
-- The server loads one model at a time and swaps on request (a swap costs a model load), and
-  it serves one request at a time: concurrent requests queue. Each pool entry therefore has
-  ``max_concurrency`` 1.
-- Without a ``seed`` in the request the server derives each call's seed from the previous one,
+- Each server serves one request at a time (concurrent requests to one model queue), so each
+  pool entry has ``max_concurrency`` 1; requests to different models run in parallel.
+- The servers run or stop together: :func:`status` reports ``running`` only when every recorded
+  server is alive and answering, and :func:`up` restarts them all when any is not.
+- Without a ``seed`` in the request a server derives each call's seed from the previous one,
   so results are reproducible across restarts but not independent of call order; callers that
   want distinct samples pass a distinct ``seed`` per call.
+- ``logprobs`` are not supported (see :func:`server_config`).
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -47,9 +63,11 @@ from moa_search.errors import ConfigError, MoaSearchError
 
 __all__ = [
     "HOME_ENV",
+    "THREADS_PER_SERVER",
     "LocalModel",
     "LocalServerError",
     "LocalStatus",
+    "ServerInfo",
     "default_pool_path",
     "down",
     "local_dir",
@@ -66,8 +84,14 @@ log = logging.getLogger(__name__)
 HOME_ENV = "MOA_SEARCH_HOME"
 
 HOST = "127.0.0.1"
-N_CTX = 4096
-N_THREADS = 2
+N_CTX = 2048
+#: Threads (``n_threads`` and ``n_threads_batch``) of each per-model llama server. Measured on a
+#: 2-core machine, 48-token answers, SmolLM2-135M + Gemma 3 270M, one server per model: with 2
+#: threads each a pair of calls takes 0.5 s + 1.2 s one after another, but 3 concurrent pairs took
+#: 27 s (the two servers oversubscribe the cores and collapse); with 1 thread each a pair takes
+#: 0.86 s + 1.93 s one after another and 3 concurrent pairs 6.0 s (2.0 s per pair). A mixture
+#: queries its models concurrently, so 1 thread per server is the robust choice.
+THREADS_PER_SERVER = 1
 STOP_TIMEOUT_S = 10.0
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,9 +103,9 @@ _SERVER_ENV_OVERRIDES = ("HOST", "PORT", "CONFIG_FILE")
 
 
 class LocalServerError(MoaSearchError):
-    """The local llama server could not be started or stopped.
+    """A local llama server could not be started or stopped.
 
-    ``log_tail`` holds the last lines of the server's log, when there is one.
+    ``log_tail`` holds the last lines of the failing server's log, when there is one.
     """
 
     def __init__(self, message: str, log_tail: str = "") -> None:
@@ -102,12 +126,12 @@ def state_dir() -> Path:
 
 
 def local_dir() -> Path:
-    """The local server's folder: ``state_dir() / "local"`` (not created here)."""
+    """The local servers' folder: ``state_dir() / "local"`` (not created here)."""
     return state_dir() / "local"
 
 
 def default_pool_path() -> Path:
-    """The local pool file other commands fall back to; present only while the server runs."""
+    """The local pool file other commands fall back to; present only while the servers run."""
     return local_dir() / "pool.yaml"
 
 
@@ -115,12 +139,12 @@ def _state_path() -> Path:
     return local_dir() / "server.json"
 
 
-def _log_path() -> Path:
-    return local_dir() / "server.log"
+def _log_path(alias: str) -> Path:
+    return local_dir() / f"server-{alias}.log"
 
 
-def _config_path() -> Path:
-    return local_dir() / "server-config.json"
+def _config_path(alias: str) -> Path:
+    return local_dir() / f"server-{alias}-config.json"
 
 
 # ----------------------------------------------------------------------------- models
@@ -233,33 +257,135 @@ def local_models() -> tuple[LocalModel, ...]:
 
 
 @dataclass(frozen=True)
-class LocalStatus:
-    """What is known about the local server.
+class ServerInfo:
+    """One recorded llama server, serving one model.
 
-    ``running`` is true only when the recorded process is alive *and* answers HTTP. ``pid``,
-    ``port`` and ``base_url`` are those recorded in ``server.json`` (``None`` when nothing is
-    recorded); ``models`` are the pool aliases served, empty when not running.
+    Attributes:
+        alias: the pool alias of its model ("" for a server recorded by an older moa-search
+            that served several models from one process).
+        model_id: the model name it answers to, used as ``model`` in requests.
+        pid: its process id (also its process group id).
+        port: its loopback port.
+        base_url: its OpenAI-compatible base URL, ``http://127.0.0.1:PORT/v1``.
+        log_path: its log file.
+        running: whether the process is alive, is a llama server and answers HTTP.
+    """
+
+    alias: str
+    model_id: str
+    pid: int
+    port: int
+    base_url: str
+    log_path: Path
+    running: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (``log_path`` as a string)."""
+        return {
+            "alias": self.alias,
+            "model_id": self.model_id,
+            "pid": self.pid,
+            "port": self.port,
+            "base_url": self.base_url,
+            "log_path": str(self.log_path),
+            "running": self.running,
+        }
+
+
+@dataclass(frozen=True)
+class LocalStatus:
+    """What is known about the local servers.
+
+    Attributes:
+        running: true only when at least one server is recorded and every recorded server is
+            alive *and* answers HTTP.
+        pool_path: where the pool file is (it exists only while running).
+        models: the pool aliases served, empty when not running.
+        servers: the servers recorded in ``server.json``, in pool order, each with its own
+            liveness (empty when nothing is recorded).
+
+    ``pid``, ``port`` and ``base_url`` are the first server's, for callers written when there
+    was a single server. :meth:`to_dict` gives JSON-safe data (``vars()`` lacks those properties
+    and holds :class:`ServerInfo` objects and paths).
     """
 
     running: bool
-    pid: int | None
-    port: int | None
-    base_url: str | None
     pool_path: Path
-    log_path: Path
     models: tuple[str, ...] = ()
+    servers: tuple[ServerInfo, ...] = ()
+
+    @property
+    def pid(self) -> int | None:
+        """The first server's pid, or ``None``."""
+        return self.servers[0].pid if self.servers else None
+
+    @property
+    def port(self) -> int | None:
+        """The first server's port, or ``None``."""
+        return self.servers[0].port if self.servers else None
+
+    @property
+    def base_url(self) -> str | None:
+        """The first server's base URL, or ``None``."""
+        return self.servers[0].base_url if self.servers else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe data: the fields (paths as strings, servers as dicts) plus ``pid``,
+        ``port`` and ``base_url`` of the first server."""
+        return {
+            "running": self.running,
+            "pool_path": str(self.pool_path),
+            "models": list(self.models),
+            "servers": [s.to_dict() for s in self.servers],
+            "pid": self.pid,
+            "port": self.port,
+            "base_url": self.base_url,
+        }
 
 
-def _read_state() -> dict[str, Any] | None:
+def _parse_server(entry: Any) -> dict[str, Any] | None:
+    if not isinstance(entry, dict):
+        return None
+    pid, port = entry.get("pid"), entry.get("port")
+    if not isinstance(pid, int) or not isinstance(port, int) or pid <= 0:
+        return None
+    alias = entry.get("alias")
+    alias = alias if isinstance(alias, str) else ""
+    model_id = entry.get("model_id")
+    base_url = entry.get("base_url")
+    log_file = entry.get("log")
+    return {
+        "alias": alias,
+        "model_id": model_id if isinstance(model_id, str) else "",
+        "pid": pid,
+        "port": port,
+        "base_url": base_url if isinstance(base_url, str) else f"http://{HOST}:{port}/v1",
+        "log": log_file
+        if isinstance(log_file, str)
+        else str(_log_path(alias) if alias else local_dir() / "server.log"),
+    }
+
+
+def _read_state() -> list[dict[str, Any]] | None:
+    """The servers recorded in ``server.json``, or ``None`` if it is missing or unreadable.
+
+    A single-server record of an older moa-search (``{"pid", "port", ...}``) is read as one
+    server with an empty alias, which is never reported as running (so :func:`up` replaces it).
+    """
     try:
         data = json.loads(_state_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):
         return None
-    if not isinstance(data.get("pid"), int) or not isinstance(data.get("port"), int):
+    if "servers" not in data:  # legacy single-server record
+        legacy = _parse_server({**data, "alias": ""})
+        return [legacy] if legacy is not None else None
+    entries = data["servers"]
+    if not isinstance(entries, list):
         return None
-    return data
+    servers = [_parse_server(e) for e in entries]
+    return [s for s in servers if s is not None] or None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -329,31 +455,39 @@ def _answers(port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-def _aliases() -> tuple[str, ...]:
-    return ("smollm2", "gemma3")
+def _server_info(entry: dict[str, Any], running: bool) -> ServerInfo:
+    return ServerInfo(
+        alias=entry["alias"],
+        model_id=entry["model_id"],
+        pid=entry["pid"],
+        port=entry["port"],
+        base_url=entry["base_url"],
+        log_path=Path(entry["log"]),
+        running=running,
+    )
 
 
-def _status_from(state: dict[str, Any] | None, running: bool) -> LocalStatus:
+def _status_of(servers: Sequence[ServerInfo]) -> LocalStatus:
+    running = bool(servers) and all(s.running and s.alias for s in servers)
     return LocalStatus(
         running=running,
-        pid=state["pid"] if state else None,
-        port=state["port"] if state else None,
-        base_url=state.get("base_url") if state else None,
         pool_path=default_pool_path(),
-        log_path=_log_path(),
-        models=_aliases() if running else (),
+        models=tuple(s.alias for s in servers) if running else (),
+        servers=tuple(servers),
     )
 
 
 def status() -> LocalStatus:
-    """The local server's status: recorded in ``server.json``, pid alive and answering HTTP.
+    """The local servers' status: recorded in ``server.json``, pids alive and answering HTTP.
 
     Never starts, stops or cleans anything up. A recorded process that is alive but does not
-    answer within a few seconds is reported as not running (with its pid and port).
+    answer within a few seconds is reported as not running (with its pid and port), and then so
+    is the whole status.
     """
-    state = _read_state()
-    running = state is not None and _is_our_server(state["pid"]) and _answers(state["port"])
-    return _status_from(state, running)
+    entries = _read_state() or []
+    return _status_of(
+        [_server_info(e, _is_our_server(e["pid"]) and _answers(e["port"])) for e in entries]
+    )
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -372,14 +506,22 @@ def _locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all bound at once, so they differ)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((HOST, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
-def server_config(models: tuple[LocalModel, ...], port: int) -> dict[str, Any]:
-    """The ``llama_cpp.server`` config file contents for ``models`` on ``port``.
+def server_config(
+    model: LocalModel, port: int, *, n_threads: int = THREADS_PER_SERVER
+) -> dict[str, Any]:
+    """The ``llama_cpp.server`` config file contents for one server serving ``model`` on
+    ``port`` with ``n_threads`` threads (for generation and for prompt processing).
 
     ``interrupt_requests`` is off: when on, any request arriving while a stream is running
     (even ``GET /v1/models``) cuts that stream short. ``logits_all`` is off: it makes prompt
@@ -393,29 +535,27 @@ def server_config(models: tuple[LocalModel, ...], port: int) -> dict[str, Any]:
         "interrupt_requests": False,
         "models": [
             {
-                "model": str(m.gguf_path),
-                "model_alias": m.model_id,
-                "chat_format": m.chat_format,
+                "model": str(model.gguf_path),
+                "model_alias": model.model_id,
+                "chat_format": model.chat_format,
                 "n_ctx": N_CTX,
-                "n_threads": N_THREADS,
-                "n_threads_batch": N_THREADS,
+                "n_threads": n_threads,
+                "n_threads_batch": n_threads,
                 "use_mlock": False,
                 "logits_all": False,
                 "verbose": False,
             }
-            for m in models
         ],
     }
 
 
-def _pool(models: tuple[LocalModel, ...], port: int) -> Pool:
-    base_url = f"http://{HOST}:{port}/v1"
+def _pool(servers: Iterable[ServerInfo]) -> Pool:
     return Pool(
         models=tuple(
             ModelSpec(
-                alias=m.alias,
-                base_url=base_url,
-                model=m.model_id,
+                alias=s.alias,
+                base_url=s.base_url,
+                model=s.model_id,
                 api_key_env=None,
                 input_price_per_mtok=0.0,
                 output_price_per_mtok=0.0,
@@ -423,38 +563,68 @@ def _pool(models: tuple[LocalModel, ...], port: int) -> Pool:
                 timeout_s=300.0,
                 max_retries=1,
             )
-            for m in models
+            for s in servers
         )
     )
 
 
-def _log_tail(lines: int = 20) -> str:
+def _log_tail(path: Path, lines: int = 20) -> str:
     try:
-        text = _log_path().read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _kill_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL it after ``timeout_s``."""
-    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return
-            time.sleep(0.05)
-        if sig == signal.SIGTERM:
-            log.warning("local server %d ignored SIGTERM for %.0f s; killing it", pid, wait)
-    if _pid_alive(pid):
-        raise LocalServerError(f"could not stop the local server (pid {pid})")
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(pids: Iterable[int], deadline: float) -> list[int]:
+    """Wait until every pid has exited or ``deadline``; returns those still alive."""
+    alive = list(pids)
+    while True:
+        alive = [pid for pid in alive if _pid_alive(pid)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _kill_groups(pids: Sequence[int], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process groups led by ``pids`` at once, then SIGKILL those still alive after
+    ``timeout_s``."""
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    alive = _wait_gone(pids, time.monotonic() + timeout_s)
+    if not alive:
+        return
+    log.warning("local servers %s ignored SIGTERM for %.0f s; killing them", alive, timeout_s)
+    for pid in alive:
+        _signal_group(pid, signal.SIGKILL)
+    alive = _wait_gone(alive, time.monotonic() + 5.0)
+    for pid in alive:
+        _children.pop(pid, None)
+    if alive:
+        raise LocalServerError(
+            f"could not stop the local server{'s' if len(alive) > 1 else ''} (pid "
+            f"{', '.join(map(str, alive))})"
+        )
+
+
+def _stop_recorded() -> None:
+    """Stop every recorded server that is still ours, then remove the state and pool files."""
+    entries = _read_state() or []
+    pids = [e["pid"] for e in entries if _is_our_server(e["pid"])]
+    if pids:
+        log.info("stopping the local servers %s", pids)
+        _kill_groups(pids)
+    _clear_files()
 
 
 def _clear_files() -> None:
@@ -468,110 +638,163 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def up(*, port: int | None = None, wait_s: float = 120) -> LocalStatus:
-    """Start the local server (if needed) and write the local pool file.
+def _write_state(servers: Iterable[ServerInfo]) -> None:
+    _write_json(
+        _state_path(),
+        {
+            "servers": [
+                {
+                    "alias": s.alias,
+                    "model_id": s.model_id,
+                    "pid": s.pid,
+                    "port": s.port,
+                    "base_url": s.base_url,
+                    "log": str(s.log_path),
+                }
+                for s in servers
+            ]
+        },
+    )
 
-    If a recorded server is alive and answering, returns its status unchanged (``port`` must
-    then be ``None`` or its port). Otherwise stops any stale recorded process, starts
-    ``llama_cpp.server`` detached on ``port`` (a free loopback port when ``None``), waits up to
-    ``wait_s`` seconds for ``GET /v1/models`` to answer, and only then writes the pool file at
+
+def up(*, port: int | None = None, wait_s: float = 120) -> LocalStatus:
+    """Start the local servers (if needed), one per model, and write the local pool file.
+
+    If every recorded server is alive and answering, returns their status unchanged (``port``
+    must then be ``None`` or the first server's port). Otherwise stops whatever recorded server
+    is still alive (e.g. the survivor of a crash) and starts them all afresh, detached:
+    the first model's server on ``port`` and the next ones on ``port + 1``, ``port + 2``, ...
+    (distinct free loopback ports when ``port`` is ``None``). Waits up to ``wait_s`` seconds for
+    every server's ``GET /v1/models`` to answer, and only then writes the pool file at
     :func:`default_pool_path`.
 
     Raises:
         ConfigError: a package providing the server or the weights is missing.
-        LocalServerError: the server exited or did not answer in time (it is killed, nothing is
-            recorded, and the message ends with the last lines of its log), or it is already
-            running on another port.
+        LocalServerError: a server exited or did not answer in time (all are then stopped,
+            nothing is recorded, and the message ends with the last lines of that server's
+            log), or the servers already run on another port.
     """
     with _locked():
         current = status()
         if current.running:
             if port is not None and port != current.port:
                 raise LocalServerError(
-                    f"the local server is already running on port {current.port}; run "
-                    f"'moa-search local down' first to restart it on port {port}"
+                    f"the local servers are already running from port {current.port}; run "
+                    f"'moa-search local down' first to restart them from port {port}"
                 )
             pool_path = default_pool_path()
             if not pool_path.exists():
-                save_pool(_pool(local_models(), current.port or 0), pool_path)
+                save_pool(_pool(current.servers), pool_path)
             return current
-        state = _read_state()
-        if state is not None and _is_our_server(state["pid"]):
-            log.warning("local server %d is alive but not answering; restarting it", state["pid"])
-            _kill_group(state["pid"])
-        _clear_files()
+        if any(_is_our_server(s.pid) for s in current.servers):
+            log.warning("some local servers are not running or not answering; restarting all")
+        _stop_recorded()
         return _start(port=port, wait_s=wait_s)
+
+
+def _spawn(model: LocalModel, port: int, env: dict[str, str]) -> ServerInfo:
+    config_path = _config_path(model.alias)
+    _write_json(config_path, server_config(model, port))
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)]
+    log.info("starting the local %s server on port %d: %s", model.alias, port, " ".join(cmd))
+    log_path = _log_path(model.alias)
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=local_dir(),
+            env=env,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    return ServerInfo(
+        alias=model.alias,
+        model_id=model.model_id,
+        pid=proc.pid,
+        port=port,
+        base_url=f"http://{HOST}:{port}/v1",
+        log_path=log_path,
+        running=False,
+    )
+
+
+def _wait_ready(servers: Sequence[ServerInfo], started: float, wait_s: float) -> None:
+    """Wait until every server answers ``GET /v1/models``; raise if one exits or is late."""
+    pending = list(servers)
+    deadline = started + wait_s
+    while pending:
+        for s in list(pending):
+            proc = _children.get(s.pid)
+            code = proc.poll() if proc is not None else None
+            if code is not None or not _pid_alive(s.pid):
+                raise LocalServerError(
+                    f"the local {s.alias} server exited with code {code} while starting "
+                    f"(log: {s.log_path})",
+                    _log_tail(s.log_path),
+                )
+            if _get(f"{s.base_url}/models", timeout=2.0) is not None:
+                log.info(
+                    "local %s server %d answers on %s after %.1f s",
+                    s.alias,
+                    s.pid,
+                    s.base_url,
+                    time.monotonic() - started,
+                )
+                pending.remove(s)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            s = pending[0]
+            raise LocalServerError(
+                f"the local {s.alias} server did not answer within {wait_s:g} s; all local "
+                f"servers were stopped (log: {s.log_path})",
+                _log_tail(s.log_path),
+            )
+        time.sleep(0.2)
 
 
 def _start(*, port: int | None, wait_s: float) -> LocalStatus:
     if find_spec("llama_cpp") is None:
         raise _missing_package("llama-cpp-python", "the local model server")
     models = local_models()
-    folder = local_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port() if port is None else port
-    base_url = f"http://{HOST}:{port}/v1"
-    config_path = _config_path()
-    _write_json(config_path, server_config(models, port))
+    local_dir().mkdir(parents=True, exist_ok=True)
+    ports = _free_ports(len(models)) if port is None else [port + i for i in range(len(models))]
     env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)]
-    log.info("starting the local server on port %d: %s", port, " ".join(cmd))
     started = time.monotonic()
-    with open(_log_path(), "wb") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=folder,
-            env=env,
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    _write_json(_state_path(), {"pid": proc.pid, "port": port, "base_url": base_url})
-    deadline = started + wait_s
-    while True:
-        if proc.poll() is not None:
-            _children.pop(proc.pid, None)
-            _clear_files()
-            raise LocalServerError(
-                f"the local server exited with code {proc.returncode} while starting "
-                f"(log: {_log_path()})",
-                _log_tail(),
-            )
-        body = _get(f"{base_url}/models", timeout=2.0)
-        if body is not None:
-            break
-        if time.monotonic() >= deadline:
-            _kill_group(proc.pid)
-            proc.wait(timeout=5)
-            _children.pop(proc.pid, None)
-            _clear_files()
-            raise LocalServerError(
-                f"the local server did not answer within {wait_s:g} s and was stopped "
-                f"(log: {_log_path()})",
-                _log_tail(),
-            )
-        time.sleep(0.2)
-    save_pool(_pool(models, port), default_pool_path())
-    log.info(
-        "local server %d answers on %s after %.1f s", proc.pid, base_url, time.monotonic() - started
-    )
-    state = {"pid": proc.pid, "port": port, "base_url": base_url}
-    return _status_from(state, running=True)
+    servers: list[ServerInfo] = []
+    try:
+        for model, model_port in zip(models, ports, strict=True):
+            servers.append(_spawn(model, model_port, env))
+            _write_state(servers)  # recorded at once, so down() can stop them from elsewhere
+        _wait_ready(servers, started, wait_s)
+    except BaseException:
+        # includes KeyboardInterrupt: never leave half a pool running
+        with contextlib.suppress(LocalServerError):
+            _kill_groups([s.pid for s in servers])
+        for s in servers:
+            proc = _children.pop(s.pid, None)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        _clear_files()
+        raise
+    running = [
+        ServerInfo(s.alias, s.model_id, s.pid, s.port, s.base_url, s.log_path, True)
+        for s in servers
+    ]
+    save_pool(_pool(running), default_pool_path())
+    return _status_of(running)
 
 
 def down() -> LocalStatus:
-    """Stop the local server and remove ``server.json`` and the pool file.
+    """Stop every recorded local server and remove ``server.json`` and the pool file.
 
-    SIGTERMs the server's process group, waits up to 10 s, then SIGKILLs it. A no-op (beyond
-    removing stale files) when nothing runs, including a stale ``server.json`` whose pid is
-    dead or now belongs to another program, which is never signalled.
+    SIGTERMs each server's process group, waits up to 10 s, then SIGKILLs those left. A no-op
+    (beyond removing stale files) when nothing runs, including a stale ``server.json`` whose
+    pids are dead or now belong to other programs, which are never signalled.
     """
     with _locked():
-        state = _read_state()
-        if state is not None and _is_our_server(state["pid"]):
-            log.info("stopping the local server %d", state["pid"])
-            _kill_group(state["pid"])
-        _clear_files()
-        return _status_from(None, running=False)
+        _stop_recorded()
+        return _status_of(())

@@ -16,6 +16,7 @@ import logging
 import random
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ __all__ = ["SearchSession", "TrialReport", "choose_trial", "pareto_front", "resu
 log = logging.getLogger(__name__)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# The features used here (heartbeats, grouped multivariate TPE, metric names) are stable in use;
+# their "experimental" labels would only clutter every search's output.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 #: Trial states that count towards the trial budget.
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -226,28 +230,18 @@ class SearchSession:
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         s = self.spec
-        constraints = _constraints if self._has_constraints() else None
         if s.sampler == "random":
             return optuna.samplers.RandomSampler(seed=s.seed)
         if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                seed=s.seed, constraints_func=constraints, population_size=8
-            )
+            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=8)
         if s.sampler == "gp":
-            return optuna.samplers.GPSampler(
-                seed=s.seed, constraints_func=constraints, n_startup_trials=s.n_startup_trials
-            )
+            return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
         return optuna.samplers.TPESampler(
             seed=s.seed,
             multivariate=True,
             group=True,
-            constraints_func=constraints,
             n_startup_trials=s.n_startup_trials,
         )
-
-    def _has_constraints(self) -> bool:
-        b = self.spec.budget
-        return b.max_cost_per_prompt_usd is not None or b.max_tokens_per_prompt is not None
 
     def study(self) -> optuna.Study:
         """Create the study in storage, or load it to resume."""
@@ -377,13 +371,10 @@ class SearchSession:
                 raise optuna.TrialPruned(f"win rate {ev.win_rate.mean:.3f} after {n} prompts")
         assert ev is not None
         b = self.spec.budget
-        constraints = []
         if b.max_cost_per_prompt_usd is not None:
-            constraints.append(ev.cost_usd - b.max_cost_per_prompt_usd)
+            trial.set_constraint("cost_per_prompt", ev.cost_usd - b.max_cost_per_prompt_usd)
         if b.max_tokens_per_prompt is not None:
-            constraints.append(ev.tokens - b.max_tokens_per_prompt)
-        if constraints:
-            trial.set_user_attr("constraints", constraints)
+            trial.set_constraint("tokens_per_prompt", ev.tokens - b.max_tokens_per_prompt)
         return self._values(ev)
 
     @staticmethod
@@ -534,10 +525,6 @@ class SearchSession:
                 str(number),
             )
         return trials[number]
-
-
-def _constraints(trial: FrozenTrial) -> Sequence[float]:
-    return trial.user_attrs.get("constraints", [])
 
 
 def describe_mixture(m: MixtureConfig) -> str:

@@ -12,10 +12,11 @@ from moa_search import local
 
 @pytest.fixture(scope="session")
 def local_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalStatus]:
-    """A running local llama server in a private MOA_SEARCH_HOME, for the whole session.
+    """The local llama servers (one per model), running in a private MOA_SEARCH_HOME for the
+    whole session.
 
     Yields the :class:`~moa_search.local.LocalStatus`; load the pool with
-    ``moa_search.config.load_pool(status.pool_path)``. The server is stopped and the variable
+    ``moa_search.config.load_pool(status.pool_path)``. The servers are stopped and the variable
     restored at the end of the session.
     """
     saved = os.environ.get(local.HOME_ENV)

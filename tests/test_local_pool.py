@@ -1,26 +1,34 @@
-"""The embedded local pool: llama-cpp-python's server with SmolLM2 and Gemma 3."""
+"""The embedded local pool: one llama-cpp-python server per model (SmolLM2 and Gemma 3)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
 from moa_search import local
-from moa_search.config import load_pool
+from moa_search.config import ModelSpec, load_pool
 from moa_search.errors import ConfigError
 
 ALIASES = ("smollm2", "gemma3")
 PROMPT = [{"role": "user", "content": "Name three colours."}]
 
 
-def _client(status: local.LocalStatus) -> OpenAI:
-    assert status.base_url is not None
-    return OpenAI(base_url=status.base_url, api_key="none", max_retries=0, timeout=120)
+def _client(spec: ModelSpec) -> OpenAI:
+    return OpenAI(base_url=spec.base_url, api_key="none", max_retries=0, timeout=120)
+
+
+def _spec(status: local.LocalStatus, alias: str) -> ModelSpec:
+    return load_pool(status.pool_path).get(alias)
 
 
 def _dead_pid() -> int:
@@ -29,11 +37,59 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _servers_under(folder: Path) -> list[int]:
+    """Pids of live llama servers whose command line names a file under ``folder``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        in_folder = b"llama_cpp.server" in cmdline and str(folder).encode() in cmdline
+        if in_folder and not _gone(int(proc.name)):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _two_free_ports() -> int:
+    """A port P such that P and P + 1 are both free on the loopback interface."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return int(port)
+    raise AssertionError("no two consecutive free ports")
+
+
+def _write_state(servers: list[dict[str, object]]) -> None:
+    folder = local.local_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "server.json").write_text(json.dumps({"servers": servers}))
+
+
 @pytest.fixture
 def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A MOA_SEARCH_HOME of the test's own, so it never touches the session server."""
+    """A MOA_SEARCH_HOME of the test's own, so it never touches the session servers."""
     monkeypatch.setenv(local.HOME_ENV, str(tmp_path))
     return tmp_path
+
+
+# ----------------------------------------------------------------------------- no server
 
 
 def test_paths_follow_moa_search_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,24 +117,35 @@ def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
         local.local_models()
 
 
-def test_server_config_fields_are_valid() -> None:
+def test_server_config_serves_one_model_single_threaded() -> None:
     from llama_cpp.server.settings import ConfigFileSettings
 
-    data = local.server_config(local.local_models(), 1234)
-    settings = ConfigFileSettings.model_validate_json(json.dumps(data))
-    assert settings.host == "127.0.0.1" and settings.port == 1234
-    assert settings.interrupt_requests is False
-    assert [m.model_alias for m in settings.models] == ["smollm2-135m-instruct", "gemma3-270m"]
-    assert all(m.n_ctx == 4096 and m.n_threads == 2 and not m.verbose for m in settings.models)
+    assert local.THREADS_PER_SERVER == 1
+    for model in local.local_models():
+        data = local.server_config(model, 1234)
+        settings = ConfigFileSettings.model_validate_json(json.dumps(data))
+        assert settings.host == "127.0.0.1" and settings.port == 1234
+        assert settings.interrupt_requests is False
+        (only,) = settings.models
+        assert only.model_alias == model.model_id and only.model == str(model.gguf_path)
+        assert only.n_ctx == 2048 and not only.verbose and not only.logits_all
+        assert only.n_threads == only.n_threads_batch == 1
 
 
-def test_pool_file_lists_both_models(local_pool: local.LocalStatus) -> None:
+# ----------------------------------------------------------------------------- session servers
+
+
+def test_pool_file_gives_each_model_its_own_server(local_pool: local.LocalStatus) -> None:
     assert local_pool.running
     assert local_pool.models == ALIASES
+    assert [s.alias for s in local_pool.servers] == list(ALIASES)
+    assert len({s.pid for s in local_pool.servers}) == 2
+    assert len({s.port for s in local_pool.servers}) == 2
     pool = load_pool(local_pool.pool_path)
     assert pool.aliases == ALIASES
-    for spec in pool.models:
-        assert spec.base_url == f"http://127.0.0.1:{local_pool.port}/v1" == local_pool.base_url
+    for spec, server in zip(pool.models, local_pool.servers, strict=True):
+        assert spec.base_url == f"http://127.0.0.1:{server.port}/v1" == server.base_url
+        assert spec.model == server.model_id
         assert spec.api_key_env is None
         assert spec.input_price_per_mtok == spec.output_price_per_mtok == 0
         assert spec.max_concurrency == 1
@@ -89,21 +156,48 @@ def test_pool_file_lists_both_models(local_pool: local.LocalStatus) -> None:
 def test_both_models_answer_through_openai_client(
     local_pool: local.LocalStatus, alias: str
 ) -> None:
-    spec = load_pool(local_pool.pool_path).get(alias)
-    reply = _client(local_pool).chat.completions.create(
-        model=spec.model, messages=PROMPT, max_tokens=16, seed=1
-    )
+    spec = _spec(local_pool, alias)
+    client = _client(spec)
+    assert [m.id for m in client.models.list()] == [spec.model]  # one model per server
+    reply = client.chat.completions.create(model=spec.model, messages=PROMPT, max_tokens=16, seed=1)
+    assert reply.model == spec.model
     assert reply.choices[0].message.content
     assert reply.choices[0].message.content.strip()
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
+def test_the_two_models_generate_concurrently(local_pool: local.LocalStatus) -> None:
+    specs = [_spec(local_pool, alias) for alias in ALIASES]
+
+    def call(spec: ModelSpec) -> tuple[float, float]:
+        start = time.monotonic()
+        reply = _client(spec).chat.completions.create(
+            model=spec.model, messages=PROMPT, max_tokens=32, temperature=0, seed=7
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        return start, time.monotonic()
+
+    # Timing on a shared machine is noisy: pass if any of three attempts shows the overlap.
+    attempts = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(3):
+            alone = sum(end - start for start, end in map(call, specs))
+            begun = time.monotonic()
+            (s1, e1), (s2, e2) = pool.map(call, specs)
+            together = time.monotonic() - begun
+            assert s1 < e2 and s2 < e1  # the two requests were in flight at the same time
+            attempts.append((round(together, 2), round(alone, 2)))
+            if together < alone:
+                break
+    assert attempts[-1][0] < attempts[-1][1], f"(concurrent, sequential) wall times: {attempts}"
+
+
 def test_distinct_seeds_give_distinct_samples(local_pool: local.LocalStatus) -> None:
-    model = load_pool(local_pool.pool_path).get("smollm2").model
-    client = _client(local_pool)
+    spec = _spec(local_pool, "smollm2")
+    client = _client(spec)
     texts = {
         client.chat.completions.create(
-            model=model, messages=PROMPT, max_tokens=12, temperature=1.0, seed=seed
+            model=spec.model, messages=PROMPT, max_tokens=12, temperature=1.0, seed=seed
         )
         .choices[0]
         .message.content
@@ -113,10 +207,10 @@ def test_distinct_seeds_give_distinct_samples(local_pool: local.LocalStatus) -> 
 
 
 def test_streaming_works(local_pool: local.LocalStatus) -> None:
-    model = load_pool(local_pool.pool_path).get("smollm2").model
+    spec = _spec(local_pool, "gemma3")
     chunks = list(
-        _client(local_pool).chat.completions.create(
-            model=model,
+        _client(spec).chat.completions.create(
+            model=spec.model,
             messages=PROMPT,
             max_tokens=8,
             seed=1,
@@ -131,73 +225,131 @@ def test_streaming_works(local_pool: local.LocalStatus) -> None:
     assert all(c.usage is None for c in chunks)
 
 
-def test_status_reports_the_running_server(local_pool: local.LocalStatus) -> None:
+def test_status_reports_every_server(local_pool: local.LocalStatus) -> None:
     now = local.status()
-    assert now.running
-    assert (now.pid, now.port, now.base_url) == (
-        local_pool.pid,
-        local_pool.port,
-        local_pool.base_url,
-    )
-    assert now.models == ALIASES
-    assert now.log_path.is_file()
+    assert now == local_pool
+    assert now.running and now.models == ALIASES
+    assert all(s.running for s in now.servers)
+    assert [s.log_path.name for s in now.servers] == ["server-smollm2.log", "server-gemma3.log"]
+    assert all(s.log_path.is_file() for s in now.servers)
+    first = now.servers[0]
+    assert (now.pid, now.port, now.base_url) == (first.pid, first.port, first.base_url)
+    data = json.loads(json.dumps(now.to_dict()))
+    assert data["running"] is True and data["models"] == list(ALIASES)
+    assert data["pool_path"] == str(now.pool_path)
+    assert [s["pid"] for s in data["servers"]] == [s.pid for s in now.servers]
+    assert data["servers"][1]["log_path"] == str(now.servers[1].log_path)
+    assert (data["pid"], data["port"], data["base_url"]) == (now.pid, now.port, now.base_url)
+    recorded = json.loads((local.local_dir() / "server.json").read_text())
+    assert [(s["alias"], s["pid"], s["port"]) for s in recorded["servers"]] == [
+        (s.alias, s.pid, s.port) for s in now.servers
+    ]
 
 
 def test_up_again_is_idempotent(local_pool: local.LocalStatus) -> None:
-    again = local.up()
+    again = local.up(port=local_pool.port)
     assert again.running
-    assert (again.pid, again.port) == (local_pool.pid, local_pool.port)
+    assert again.servers == local_pool.servers
 
 
 def test_up_on_another_port_while_running_is_refused(local_pool: local.LocalStatus) -> None:
     assert local_pool.port is not None
     with pytest.raises(local.LocalServerError, match="already running"):
-        local.up(port=local_pool.port + 1)
+        local.up(port=local_pool.port + 7)
 
 
-def test_stale_state_then_up_then_down(private_home: Path) -> None:
-    folder = local.local_dir()
-    folder.mkdir(parents=True)
+# ----------------------------------------------------------------------------- private servers
+
+
+def test_stale_state_then_up_on_a_port_then_down(private_home: Path) -> None:
     stale_pid = _dead_pid()
-    (folder / "server.json").write_text(
-        json.dumps({"pid": stale_pid, "port": 9, "base_url": "http://127.0.0.1:9/v1"})
+    _write_state(
+        [{"alias": "smollm2", "model_id": "m", "pid": stale_pid, "port": 9, "base_url": "x"}]
     )
     local.default_pool_path().write_text("stale: true\n")
 
     stale = local.status()
-    assert not stale.running and stale.pid == stale_pid
+    assert not stale.running and stale.models == ()
+    assert stale.pid == stale_pid and not stale.servers[0].running
 
-    started = local.up()
-    assert started.running and started.pid != stale_pid
-    assert local.status().pid == started.pid
-    assert load_pool(local.default_pool_path()).aliases == ALIASES
+    port = _two_free_ports()
+    started = local.up(port=port)
+    assert started.running
+    assert [s.port for s in started.servers] == [port, port + 1]
+    assert stale_pid not in [s.pid for s in started.servers]
+    assert local.status().servers == started.servers
+    assert [s.base_url for s in load_pool(local.default_pool_path()).models] == [
+        f"http://127.0.0.1:{port}/v1",
+        f"http://127.0.0.1:{port + 1}/v1",
+    ]
 
     stopped = local.down()
-    assert not stopped.running
-    assert started.pid is not None
-    assert not Path(f"/proc/{started.pid}").exists()
+    assert not stopped.running and stopped.servers == () and stopped.pid is None
+    assert all(_gone(s.pid) for s in started.servers)
     assert not local.default_pool_path().exists()
-    assert not (folder / "server.json").exists()
+    assert not (local.local_dir() / "server.json").exists()
     assert not local.status().running
     assert not local.down().running  # a second down() is a no-op
 
 
-def test_down_with_stale_state_removes_files(private_home: Path) -> None:
+def test_a_crashed_server_makes_up_restart_both(private_home: Path) -> None:
+    first = local.up()
+    try:
+        assert first.running
+        crashed, survivor = first.servers
+        os.kill(crashed.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _gone(crashed.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        now = local.status()
+        assert not now.running and now.models == ()
+        assert [s.running for s in now.servers] == [False, True]
+
+        again = local.up()
+        assert again.running and again.models == ALIASES
+        assert _gone(survivor.pid)  # the survivor was stopped, not kept
+        assert not {s.pid for s in again.servers} & {crashed.pid, survivor.pid}
+        assert sorted(_servers_under(private_home)) == sorted(s.pid for s in again.servers)
+        for spec in load_pool(again.pool_path).models:
+            reply = _client(spec).chat.completions.create(
+                model=spec.model, messages=PROMPT, max_tokens=4, seed=1
+            )
+            assert reply.model == spec.model
+    finally:
+        local.down()
+    assert _servers_under(private_home) == []
+
+
+def test_legacy_single_server_state_is_not_running(private_home: Path) -> None:
     folder = local.local_dir()
     folder.mkdir(parents=True)
     (folder / "server.json").write_text(json.dumps({"pid": _dead_pid(), "port": 9}))
     local.default_pool_path().write_text("stale: true\n")
+    legacy = local.status()
+    assert not legacy.running and legacy.port == 9 and legacy.servers[0].alias == ""
     assert not local.down().running
     assert not (folder / "server.json").exists()
     assert not local.default_pool_path().exists()
 
 
+def test_down_with_stale_state_removes_files(private_home: Path) -> None:
+    _write_state(
+        [
+            {"alias": alias, "model_id": alias, "pid": _dead_pid(), "port": 9 + i}
+            for i, alias in enumerate(ALIASES)
+        ]
+    )
+    local.default_pool_path().write_text("stale: true\n")
+    assert not local.down().running
+    assert not (local.local_dir() / "server.json").exists()
+    assert not local.default_pool_path().exists()
+
+
 def test_down_never_signals_a_reused_pid(private_home: Path) -> None:
-    folder = local.local_dir()
-    folder.mkdir(parents=True)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        (folder / "server.json").write_text(json.dumps({"pid": bystander.pid, "port": 9}))
+        _write_state([{"alias": "smollm2", "model_id": "m", "pid": bystander.pid, "port": 9}])
         assert not local.status().running
         local.down()
         assert bystander.poll() is None
@@ -206,15 +358,17 @@ def test_down_never_signals_a_reused_pid(private_home: Path) -> None:
         bystander.wait()
 
 
-def test_failed_start_reports_log_and_writes_no_pool(
+def test_failed_start_stops_all_and_writes_no_pool(
     private_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    bogus = tmp_path / "missing.gguf"
-    models = (local.LocalModel("smollm2", "smollm2-135m-instruct", bogus, None),)
-    monkeypatch.setattr(local, "local_models", lambda: models)
-    with pytest.raises(local.LocalServerError, match="exited with code") as info:
+    good = local.local_models()[0]
+    bogus = local.LocalModel("gemma3", "gemma3-270m", tmp_path / "missing.gguf", "gemma")
+    monkeypatch.setattr(local, "local_models", lambda: (good, bogus))
+    with pytest.raises(local.LocalServerError, match="gemma3 server exited with code") as info:
         local.up(wait_s=60)
     assert info.value.log_tail
+    assert "server-gemma3.log" in str(info.value)
+    assert _servers_under(private_home) == []  # the healthy smollm2 server was stopped too
     assert not local.default_pool_path().exists()
     assert not (local.local_dir() / "server.json").exists()
     assert not local.status().running

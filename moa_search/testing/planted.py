@@ -1,0 +1,74 @@
+"""A planted world for testing and benchmarking the search: fake models of known skill.
+
+Every prompt asks for a code word; the reference answer is that word. A proposer model answers
+correctly with probability ``skill[m]``; a model that sees other answers (a later-layer proposer
+or the aggregator) repeats their majority answer with probability ``aggregation_skill[m]`` and
+otherwise answers on its own. Each draw is a deterministic hash of (model, prompt, seed), so
+runs are reproducible and distinct samples differ. With the exact-match judge the best mixture
+can be worked out by hand, which is what the search benchmark measures against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from moa_search.dataset import TaskItem
+from moa_search.testing.fake_openai import ModelBehavior, RecordedRequest
+
+__all__ = ["PlantedWorld", "planted_items"]
+
+_CODE = re.compile(r"code word is (\w+)")
+_QUESTION = re.compile(r"question (\d+)")
+
+
+def planted_items(n: int) -> tuple[TaskItem, ...]:
+    """``n`` prompts whose reference answers are code words."""
+    return tuple(
+        TaskItem(
+            f"q{i}", f"This is question {i}. What is the code word?", f"alpha{i * 7919 % 10007}"
+        )
+        for i in range(n)
+    )
+
+
+def _draw(*parts: object) -> float:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class PlantedWorld:
+    """Model skills; see the module docstring."""
+
+    skill: Mapping[str, float]
+    aggregation_skill: Mapping[str, float]
+    latency_s: float = 0.0
+
+    def _answer(self, model: str, request: RecordedRequest) -> str:
+        user = next(
+            (m["content"] for m in reversed(request.messages) if m.get("role") == "user"), ""
+        )
+        match = _QUESTION.search(str(user))
+        i = int(match.group(1)) if match else 0
+        correct = f"alpha{i * 7919 % 10007}"
+        system = next((m["content"] for m in request.messages if m.get("role") == "system"), "")
+        seen = _CODE.findall(str(system)) if "Answers:" in str(system) else []
+        if seen and _draw("agg", model, i, request.seed) < self.aggregation_skill.get(model, 0.0):
+            word = Counter(seen).most_common(1)[0][0]
+            return f"Having weighed the answers, the code word is {word}."
+        if _draw("own", model, i, request.seed) < self.skill.get(model, 0.0):
+            return f"I believe the code word is {correct}."
+        wrong = int(_draw("wrong", model, i, request.seed) * 1e6)
+        return f"I believe the code word is wrong{wrong}."
+
+    def behaviors(self) -> dict[str, ModelBehavior]:
+        """One :class:`ModelBehavior` per model, for :class:`FakeOpenAIServer`."""
+        models = set(self.skill) | set(self.aggregation_skill)
+        return {
+            m: ModelBehavior(latency_s=self.latency_s, answer=lambda req, m=m: self._answer(m, req))
+            for m in sorted(models)
+        }
