@@ -390,7 +390,10 @@ class SearchSession:
         """Spend and calls over every trial in storage (all workers, all sessions)."""
         trials = self.study().get_trials(deepcopy=False)
         return {
-            "trials": len([t for t in trials if t.state in _COUNTED]),
+            # invalid mixtures (e.g. an empty layer) are rejected before any call: not counted
+            "trials": len(
+                [t for t in trials if t.state in _COUNTED and "invalid" not in t.user_attrs]
+            ),
             "spent_usd": _attr_sum(trials, "spent_usd"),
             "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
             "model_calls": int(_attr_sum(trials, "model_calls")),

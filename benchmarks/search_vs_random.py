@@ -1,0 +1,184 @@
+"""The search against random search at an equal trial budget, on a world with a known optimum.
+
+The planted world (``moa_search.testing.planted``) has three fake models of known skill behind
+the project's OpenAI-compatible test server: 'strong' proposes well but aggregates badly, 'mid'
+is the only good aggregator, 'weak' is the baseline. Every mixture in the space (one layer, 0..3
+samples per model, 1..3 calls, any aggregator: 57 mixtures) is first scored on the whole dataset
+to know the true optimum. Then, for several seeds, it runs
+
+- moa-search's default: TPE with growing minibatches and median pruning, and
+- random search: the random sampler, every trial evaluated on every prompt,
+
+and reports how many trials and model calls each needed before its chosen mixture was a true
+optimum, and how often it got there within the budget. Run:
+
+    .venv/bin/python benchmarks/search_vs_random.py [--seeds 5] [--trials 20] [--items 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moa_search.config import AgentSpec, MixtureConfig
+from moa_search.study import SearchSession, choose_trial
+from moa_search.testing import FakeOpenAIServer
+from moa_search.testing.planted import PlantedWorld, planted_items
+
+WORLD = PlantedWorld(
+    skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
+    aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
+)
+MODELS = ("strong", "mid", "weak")
+
+
+def write_spec(
+    folder: Path, base_url: str, items: int, sampler: str, rungs: list[int], trials: int, seed: int
+) -> Path:
+    data = planted_items(items)
+    (folder / "tasks.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
+            for i in data
+        )
+    )
+    spec: dict[str, Any] = {
+        "name": f"bench-{sampler}-{seed}",
+        "pool": {
+            "models": [
+                {"alias": m, "base_url": base_url, "model": m, "max_concurrency": 16}
+                for m in MODELS
+            ]
+        },
+        "dataset": "tasks.jsonl",
+        "baseline": {"kind": "model", "model": "weak"},
+        "judge": {"kind": "exact_match"},
+        "space": {"min_layers": 1, "max_layers": 1, "max_samples": 3, "max_proposers": 3},
+        "objectives": ["win_rate"],
+        "evaluation": {"rungs": rungs, "concurrency": 8, "shuffle": True},
+        "budget": {"n_trials": trials},
+        "sampler": sampler,
+        "pruner": "median" if len(rungs) > 1 else "none",
+        "n_startup_trials": 5,
+        "seed": seed,
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def all_mixtures() -> list[tuple[dict[str, Any], MixtureConfig]]:
+    out = []
+    for counts in itertools.product(range(4), repeat=3):
+        if not 1 <= sum(counts) <= 3:
+            continue
+        for agg in MODELS:
+            params: dict[str, Any] = {
+                f"samples/{m}": k for m, k in zip(MODELS, counts, strict=True)
+            }
+            params["aggregator"] = agg
+            layer = tuple(
+                AgentSpec(model=m, samples=k, max_tokens=256)
+                for m, k in zip(MODELS, counts, strict=True)
+                if k
+            )
+            out.append((params, MixtureConfig(layers=(layer,), aggregator=AgentSpec(model=agg))))
+    return out
+
+
+def key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, v) for k, v in params.items() if k != "n_layers"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--items", type=int, default=60)
+    args = parser.parse_args()
+    with FakeOpenAIServer(WORLD.behaviors()) as server, tempfile.TemporaryDirectory() as tmp:
+        # ground truth: every mixture on every prompt, through a session's own evaluator
+        truth_dir = Path(tmp) / "truth"
+        truth_dir.mkdir()
+        session = SearchSession(
+            write_spec(truth_dir, server.base_url, args.items, "random", [args.items], 1, 0)
+        )
+        truth: dict[tuple[Any, ...], float] = {}
+        for params, _ in all_mixtures():
+            m = session.mixture_for(params)
+            truth[key(params)] = session.evaluate(m, session.items).win_rate.mean
+        session.close()
+        best_value = max(truth.values())
+        optima = [k for k, v in truth.items() if v >= best_value - 1e-9]
+        print(f"{len(truth)} mixtures; true optimum win rate {best_value:.3f}: {optima}")
+
+        results: dict[str, list[dict[str, Any]]] = {"tpe+rungs": [], "random": []}
+        rungs_tpe = [max(4, args.items // 4), args.items // 2, args.items]
+        for seed in range(args.seeds):
+            for name, sampler, rungs in (
+                ("tpe+rungs", "tpe", rungs_tpe),
+                ("random", "random", [args.items]),
+            ):
+                folder = Path(tmp) / f"{name}-{seed}"
+                folder.mkdir()
+                calls_before = server.count()
+                s = SearchSession(
+                    write_spec(
+                        folder, server.base_url, args.items, sampler, rungs, args.trials, seed
+                    ),
+                    cache="memory",
+                )
+                study = s.optimize()
+                found_at = None
+                calls_at = None
+                trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+                # replay the study's history: the chosen trial after each trial
+                import optuna
+
+                for t in trials:
+                    partial = optuna.create_study(directions=study.directions)
+                    partial.add_trials([x for x in trials if x.number <= t.number])
+                    chosen = choose_trial(partial, s.spec)
+                    if chosen is not None and truth[key(chosen.params)] >= best_value - 1e-9:
+                        found_at = t.number + 1
+                        calls_at = sum(
+                            int(x.user_attrs.get("model_calls", 0))
+                            for x in trials
+                            if x.number <= t.number
+                        )
+                        break
+                total_calls = server.count() - calls_before
+                chosen = choose_trial(study, s.spec)
+                results[name].append(
+                    {
+                        "seed": seed,
+                        "found_at_trial": found_at,
+                        "calls_to_find": calls_at,
+                        "calls_total": total_calls,
+                        "final_true_win_rate": truth[key(chosen.params)] if chosen else None,
+                    }
+                )
+                s.close()
+        for name, rows in results.items():
+            found = [r for r in rows if r["found_at_trial"] is not None]
+            med_t = statistics.median(r["found_at_trial"] for r in found) if found else None
+            med_c = statistics.median(r["calls_to_find"] for r in found) if found else None
+            print(
+                f"{name:>10}: found the optimum in {len(found)}/{len(rows)} runs; median "
+                f"{med_t} trials and {med_c} model calls to find it; median calls for "
+                f"{args.trials} trials {statistics.median(r['calls_total'] for r in rows)}; "
+                f"median true win rate of the final choice "
+                f"{statistics.median(r['final_true_win_rate'] for r in rows):.3f}"
+            )
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
