@@ -1,7 +1,8 @@
 """Exporting a study's trial as a mixture file that ``moa-search run`` executes as is.
 
 The file carries its pool inline (model aliases, endpoints, prices and the *names* of API-key
-variables — never a key) and a ``provenance`` block: the study, the trial, its metrics with
+variables — never a key) — except for studies on the local pool, whose ports change at every
+start, which ``moa-search run`` finds by default — and a ``provenance`` block: the study, the trial, its metrics with
 intervals, the judge, the baseline, the dataset's hash and the package version.
 """
 
@@ -47,11 +48,18 @@ def provenance(session: SearchSession, trial: FrozenTrial) -> dict[str, Any]:
 def export_trial(session: SearchSession, trial: FrozenTrial, out: str | Path) -> MixtureConfig:
     """Write ``trial``'s mixture, with the pool inline and provenance, to ``out``."""
     mixture = session.mixture_for(trial.params)
+    # A study on the local pool leaves the pool out: the local servers' ports change at every
+    # 'moa-search local up', and 'moa-search run' finds the current local pool by default.
+    local = session.spec.pool is None
     exported = mixture.model_copy(
         update={
             "name": f"{session.spec.name}-trial-{trial.number}",
-            "pool": session.pool,
-            "provenance": {**provenance(session, trial), "mixture": describe_mixture(mixture)},
+            "pool": None if local else session.pool,
+            "provenance": {
+                **provenance(session, trial),
+                "mixture": describe_mixture(mixture),
+                "pool": "the local pool (moa-search local up)" if local else "inline",
+            },
         }
     )
     save_mixture(exported, out)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 import statistics
 import time
 import warnings
@@ -55,6 +57,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The features used here (heartbeats, grouped multivariate TPE, metric names) are stable in use;
 # their "experimental" labels would only clutter every search's output.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+#: A running trial's heartbeat (seconds); one silent for GRACE_S (a killed worker's) is failed
+#: by the next worker or session, and its unfinished work is all that is lost.
+HEARTBEAT_S = 10
+GRACE_S = 30
 
 #: Trial states that count towards the trial budget.
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -243,6 +250,32 @@ class SearchSession:
             n_startup_trials=s.n_startup_trials,
         )
 
+    def _create_study(self, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+        """Create or load the study; workers starting together race to create the tables and
+        the study, and the loser of that race simply tries again."""
+        from sqlalchemy.exc import IntegrityError, OperationalError
+
+        for attempt in range(5):
+            try:
+                storage = optuna.storages.RDBStorage(
+                    self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+                return optuna.create_study(
+                    storage=storage,
+                    study_name=self.spec.name,
+                    directions=list(self.spec.directions),
+                    sampler=self._sampler(),
+                    pruner=pruner,
+                    load_if_exists=True,
+                )
+            except (IntegrityError, optuna.exceptions.DuplicatedStudyError) as exc:
+                if attempt == 4:
+                    raise exc
+                time.sleep(0.2 + 0.3 * random.random())
+            except OperationalError:
+                raise
+        raise AssertionError("unreachable")
+
     def study(self) -> optuna.Study:
         """Create the study in storage, or load it to resume."""
         if self._study is None:
@@ -252,17 +285,7 @@ class SearchSession:
                 else optuna.pruners.NopPruner()
             )
             try:
-                storage = optuna.storages.RDBStorage(
-                    self.storage_url, heartbeat_interval=30, grace_period=90
-                )
-                study = optuna.create_study(
-                    storage=storage,
-                    study_name=self.spec.name,
-                    directions=list(self.spec.directions),
-                    sampler=self._sampler(),
-                    pruner=pruner,
-                    load_if_exists=True,
-                )
+                study = self._create_study(pruner)
             except ValueError as exc:
                 raise ConfigError(
                     "--storage", "", "a study whose objectives match the spec", str(exc)
@@ -359,6 +382,7 @@ class SearchSession:
             trial.set_user_attr("invalid", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("mixture", describe_mixture(mixture))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):

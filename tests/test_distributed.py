@@ -1,0 +1,187 @@
+"""Distributed search on the real PostgreSQL and Redis: two workers share one study and one
+response cache; a worker killed with SIGKILL loses only its unfinished work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import redis
+import yaml
+
+from moa_search.testing import FakeOpenAIServer
+from moa_search.testing.planted import PlantedWorld, planted_items
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_DB = "redis://127.0.0.1:6379/7"
+
+WORLD = PlantedWorld(
+    skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
+    aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
+    latency_s=0.05,
+)
+
+
+@pytest.fixture
+def env() -> Iterator[dict[str, str]]:
+    """A fresh Redis database for the shared cache; PostgreSQL must answer."""
+    client = redis.Redis.from_url(REDIS_DB)
+    client.flushdb()
+    yield {**os.environ, "MOA_SEARCH_HOME": os.environ.get("MOA_SEARCH_HOME", "/tmp")}
+    client.flushdb()
+
+
+def write_spec(tmp_path: Path, base_url: str, name: str, n_trials: int) -> Path:
+    items = planted_items(12)
+    (tmp_path / "tasks.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
+            for i in items
+        )
+    )
+    spec: dict[str, Any] = {
+        "name": name,
+        "pool": {
+            "models": [
+                {"alias": m, "base_url": base_url, "model": m, "max_concurrency": 4}
+                for m in ("strong", "mid", "weak")
+            ]
+        },
+        "dataset": "tasks.jsonl",
+        "baseline": {"kind": "model", "model": "weak"},
+        "judge": {"kind": "exact_match"},
+        "space": {"max_layers": 2, "max_samples": 2, "max_proposers": 3},
+        "objectives": ["win_rate", "cost_usd"],
+        "evaluation": {"rungs": [4, 12], "concurrency": 4},
+        "budget": {"n_trials": n_trials},
+        "n_startup_trials": 2,
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def worker(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moa_search.cli",
+            "search",
+            str(spec),
+            "--storage",
+            PG_URL,
+            "--cache",
+            REDIS_DB,
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def request_key(r: Any) -> str:
+    return json.dumps([r.model, r.messages, r.seed, r.max_tokens, r.temperature])
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [
+        t
+        for t in study.get_trials()
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        and "invalid" not in t.user_attrs
+    ]
+
+
+def test_two_workers_share_one_postgres_study_and_one_redis_cache(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    name = f"dist-{uuid.uuid4().hex[:8]}"
+    with FakeOpenAIServer(WORLD.behaviors()) as server:
+        spec = write_spec(tmp_path, server.base_url, name, n_trials=8)
+        procs = [worker(spec, env), worker(spec, env)]
+        outs = [p.communicate(timeout=240) for p in procs]
+        for p, (_, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+        study = optuna.load_study(study_name=name, storage=PG_URL)
+        try:
+            done = counted(study)
+            assert 8 <= len(done) <= 9  # each worker checks the total before its next trial
+            assert len({t.user_attrs["worker"] for t in done}) == 2
+            assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
+            # a third worker, started after both finished, pays for nothing they paid for
+            before = {request_key(r) for r in server.requests}
+            n_before = server.count()
+            third = worker(spec, env, "--n-trials", "12")
+            _, err = third.communicate(timeout=240)
+            assert third.returncode == 0, err
+            new = [request_key(r) for r in server.requests[n_before:]]
+            assert not set(new) & before
+            assert len(counted(optuna.load_study(study_name=name, storage=PG_URL))) >= 12
+        finally:
+            optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_sigkilled_worker_resumes_without_losing_completed_calls(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    with FakeOpenAIServer(WORLD.behaviors()) as server:
+        spec = write_spec(tmp_path, server.base_url, name, n_trials=6)
+        first = worker(spec, env)
+        deadline = time.monotonic() + 120
+        study = None
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name=name, storage=PG_URL)
+            except KeyError:
+                continue
+            states = [t.state for t in study.get_trials()]
+            if (
+                len(counted(study)) >= 2
+                and optuna.trial.TrialState.RUNNING in states
+                and server.count() > 0
+            ):
+                break
+        assert study is not None
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        killed_at = time.monotonic()
+        n_before = server.count()
+        completed_before = {t.number: (t.params, t.values) for t in counted(study)}
+        try:
+            second = worker(spec, env)
+            _, err = second.communicate(timeout=240)
+            assert second.returncode == 0, err
+            after = optuna.load_study(study_name=name, storage=PG_URL)
+            done = counted(after)
+            assert len(done) >= 6
+            # trials completed before the kill are untouched and not counted twice
+            for number, (params, values) in completed_before.items():
+                t = after.trials[number]
+                assert (t.params, t.values) == (params, values)
+            assert len({t.number for t in done}) == len(done)
+            # every call that had completed before the kill came from the cache afterwards:
+            # only requests still in flight at the kill may have been made again
+            counts = Counter(request_key(r) for r in server.requests)
+            repeated = {k for k, c in counts.items() if c > 1}
+            in_flight = {
+                request_key(r) for r in server.requests[:n_before] if r.arrived_at > killed_at - 5.0
+            }
+            assert repeated <= in_flight
+        finally:
+            optuna.delete_study(study_name=name, storage=PG_URL)
