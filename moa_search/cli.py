@@ -12,11 +12,14 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
+from moa_search.config import Pool
 from moa_search.errors import ConfigError, MoaSearchError
 
 __all__ = ["main"]
@@ -120,7 +123,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     session = _open_session(args, cache=args.cache)
     try:
-        check_api_keys(str(args.spec), session.pool, session.pool.aliases)
+        from moa_search.local import default_pool_path
+
+        source, prefix = pool_source(session.spec.pool, args.spec, None, default_pool_path())
+        preflight(source, prefix, session.pool, session.pool.aliases)
+        session.study()  # open the storage now: a bad --storage is bad input
         spec = session.spec
         print(
             f"study '{spec.name}': {len(session.items)} prompts, rungs {list(session.rungs)}, "
@@ -253,19 +260,48 @@ def default_cache_path() -> Path:
     return state_dir() / "cache.sqlite"
 
 
-def check_api_keys(pool_source: str, pool: object, aliases: Sequence[str]) -> None:
-    """Fail early, as bad input, when a model's API-key variable is not set."""
-    from moa_search.config import Pool
-
-    assert isinstance(pool, Pool)
+def preflight(source: str, prefix: str, pool: Pool, aliases: Sequence[str]) -> None:
+    """Fail early, as bad input, on what would fail every call: a model's API-key variable that
+    is not set, or an endpoint that refuses connections (checked once per host and port)."""
+    checked: set[tuple[str, int]] = set()
     for i, spec in enumerate(pool.models):
-        if spec.alias in aliases and spec.api_key_env and not os.environ.get(spec.api_key_env):
+        if spec.alias not in aliases:
+            continue
+        if spec.api_key_env and not os.environ.get(spec.api_key_env):
             raise ConfigError(
-                pool_source,
-                f"models[{i}].api_key_env",
+                source,
+                f"{prefix}models[{i}].api_key_env",
                 f"the environment variable {spec.api_key_env} to hold the API key of model "
                 f"'{spec.alias}', but it is not set",
             )
+        url = urlsplit(spec.base_url)
+        host = url.hostname or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if (host, port) in checked:
+            continue
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as exc:
+            raise ConfigError(
+                source,
+                f"{prefix}models[{i}].base_url",
+                f"an endpoint that accepts connections for model '{spec.alias}'",
+                f"{spec.base_url} ({exc.strerror or type(exc).__name__})",
+            ) from None
+        checked.add((host, port))
+
+
+def pool_source(
+    declared: object, owner: str | Path, flag: str | None, default: Path
+) -> tuple[str, str]:
+    """Which file a pool came from, and the field prefix of its models there."""
+    if flag is not None:
+        return flag, ""
+    if isinstance(declared, str):
+        return str(Path(owner).parent / declared), ""
+    if declared is not None:
+        return str(owner), "pool."
+    return str(default), ""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -276,7 +312,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     mixture = load_mixture(args.mixture)
     pool = resolve_pool(mixture, args.mixture, args.pool, default_pool_path())
-    check_api_keys(args.pool or args.mixture, pool, mixture.models_used())
+    source, prefix = pool_source(mixture.pool, args.mixture, args.pool, default_pool_path())
+    preflight(source, prefix, pool, mixture.models_used())
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise ConfigError("prompt", "", "a non-empty prompt")
@@ -354,8 +391,13 @@ def _cmd_local(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moa-search`` console script."""
+    # The embedding model's weight-loading progress bar is noise on a CLI's stderr.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported in one paragraph
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

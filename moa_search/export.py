@@ -1,9 +1,9 @@
 """Exporting a study's trial as a mixture file that ``moa-search run`` executes as is.
 
 The file carries its pool inline (model aliases, endpoints, prices and the *names* of API-key
-variables — never a key) — except for studies on the local pool, whose ports change at every
-start, which ``moa-search run`` finds by default — and a ``provenance`` block: the study, the trial, its metrics with
-intervals, the judge, the baseline, the dataset's hash and the package version.
+variables — never a key), except for studies on the local pool: its ports change at every start
+and ``moa-search run`` finds it by default. A ``provenance`` block records the study, the trial,
+its metrics with intervals, the judge, the baseline, the dataset's hash and the package version.
 """
 
 from __future__ import annotations
