@@ -45,6 +45,7 @@ class ItemOutcome:
     spent_usd: float
     spent_tokens: int
     error: str | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Evaluation:
     calls_total: int
     spent_usd: float
     spent_tokens: int
+    attempts: int = 0
     preferences: tuple[float, ...] = field(repr=False, default=())
 
     def value(self, name: str) -> float:
@@ -127,6 +129,7 @@ class Evaluator:
         record, completion, error = await self.executor.acall(request, role="proposer")
         if completion is None:
             assert error is not None
+            error.calls = (record,)  # type: ignore[attr-defined]
             raise error
         self._baseline_answers[item.id] = (completion.text, [record])
         return completion.text, [record]
@@ -137,7 +140,22 @@ class Evaluator:
             baseline, calls = await self.abaseline(item)
         except ModelCallError as exc:
             log.warning("baseline failed on item %s: %s", item.id, exc)
-            return ItemOutcome(item.id, None, None, (), 0.0, 0, 0.0, 0, 0, 0.0, 0, "baseline")
+            failed = getattr(exc, "calls", ())
+            return ItemOutcome(
+                item.id,
+                None,
+                None,
+                (),
+                0.0,
+                0,
+                0.0,
+                len(failed),
+                len(failed),
+                0.0,
+                0,
+                "baseline",
+                attempts=sum(c.attempts for c in failed),
+            )
         records.extend(calls)
         trace: Trace | None = None
         answer: str | None = None
@@ -179,6 +197,7 @@ class Evaluator:
             spent_usd=sum(c.cost_usd for c in all_calls if not c.cache_hit),
             spent_tokens=sum(c.tokens_in + c.tokens_out for c in all_calls if not c.cache_hit),
             error=error,
+            attempts=sum(c.attempts for c in all_calls if not c.cache_hit),
         )
 
     async def aoutcomes(self, mixture: Any, items: Sequence[TaskItem]) -> list[ItemOutcome]:
@@ -219,6 +238,7 @@ class Evaluator:
             calls_total=sum(o.calls_total for o in outcomes),
             spent_usd=sum(o.spent_usd for o in outcomes),
             spent_tokens=sum(o.spent_tokens for o in outcomes),
+            attempts=sum(o.attempts for o in outcomes),
             preferences=tuple(prefs),
         )
 

@@ -409,6 +409,7 @@ class SearchSession:
         trial.set_user_attr("spent_tokens", ev.spent_tokens)
         trial.set_user_attr("model_calls", ev.model_calls)
         trial.set_user_attr("calls_total", ev.calls_total)
+        trial.set_user_attr("attempts", ev.attempts)
 
     def totals(self) -> dict[str, float]:
         """Spend and calls over every trial in storage (all workers, all sessions)."""
@@ -422,6 +423,7 @@ class SearchSession:
             "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
             "model_calls": int(_attr_sum(trials, "model_calls")),
             "calls_total": int(_attr_sum(trials, "calls_total")),
+            "attempts": int(_attr_sum(trials, "attempts")),
         }
 
     def optimize(

@@ -1,0 +1,127 @@
+"""With the test server failing 20% of calls (429 with Retry-After, 500, hangs past the timeout,
+resets, malformed bodies, truncated streams), runs answer whenever their quorum holds and a
+study completes with every attempt accounted for."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.errors import ModelCallError, QuorumError
+from moa_search.executor import Executor
+from moa_search.study import SearchSession
+from moa_search.testing import FakeOpenAIServer, ModelBehavior
+from moa_search.testing.planted import PlantedWorld, planted_items
+
+FAULTS = dict(
+    fault_rate=0.2,
+    fault_kinds=("429", "500", "hang", "reset", "malformed", "truncate"),
+    retry_after_s=0.05,
+    hang_s=5.0,
+)
+
+
+def faulty(world: PlantedWorld) -> dict[str, ModelBehavior]:
+    return {
+        name: dataclasses.replace(b, seed=i, **FAULTS)
+        for i, (name, b) in enumerate(world.behaviors().items())
+    }
+
+
+def test_runs_answer_whenever_the_quorum_holds() -> None:
+    behaviors = {
+        m: ModelBehavior(seed=i, stream_chunk_delay_s=0.001, **FAULTS)
+        for i, m in enumerate(("p1", "p2", "p3", "agg"))
+    }
+    with FakeOpenAIServer(behaviors) as server:
+        pool = Pool(
+            models=tuple(
+                ModelSpec(alias=m, base_url=server.base_url, model=m, timeout_s=0.5, max_retries=4)
+                for m in behaviors
+            )
+        )
+        layer = tuple(AgentSpec(model=m) for m in ("p1", "p2", "p3"))
+        m = MixtureConfig(layers=(layer, layer), aggregator=AgentSpec(model="agg"), quorum=2)
+
+        async def main() -> list[object]:
+            ex = Executor(pool, seed=7)
+            out = await asyncio.gather(
+                *(ex.arun(m, f"prompt {i}") for i in range(12)), return_exceptions=True
+            )
+            await ex.aclose()
+            return list(out)
+
+        results = asyncio.run(main())
+        answered = 0
+        attempts = 0
+        faults_seen = {r.fault for r in server.requests}
+        for r in results:
+            if isinstance(r, QuorumError):
+                assert r.answered < r.required  # it only gives up when the quorum is lost
+                attempts += r.trace.attempts  # type: ignore[attr-defined]
+            elif isinstance(r, ModelCallError):
+                assert r.attempts == 5  # the aggregator exhausted its retries
+                attempts += r.trace.attempts  # type: ignore[attr-defined]
+            else:
+                answered += 1
+                attempts += r.trace.attempts  # type: ignore[union-attr]
+                assert r.answer  # type: ignore[union-attr]
+        assert answered == 12
+        assert faults_seen >= {"429", "500", "hang", "reset", "malformed", "truncate"}
+        assert attempts == server.count()  # every attempt that reached the server is in a trace
+
+
+def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> None:
+    world = PlantedWorld(
+        skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
+        aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
+    )
+    with FakeOpenAIServer(faulty(world)) as server:
+        items = planted_items(8)
+        (tmp_path / "tasks.jsonl").write_text(
+            "".join(
+                json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
+                for i in items
+            )
+        )
+        spec = {
+            "name": "faulty",
+            "pool": {
+                "models": [
+                    {
+                        "alias": m,
+                        "base_url": server.base_url,
+                        "model": m,
+                        "timeout_s": 0.5,
+                        "max_retries": 3,
+                        "input_price_per_mtok": 1.0,
+                        "output_price_per_mtok": 1.0,
+                    }
+                    for m in ("strong", "mid", "weak")
+                ]
+            },
+            "dataset": "tasks.jsonl",
+            "baseline": {"kind": "model", "model": "weak"},
+            "judge": {"kind": "exact_match"},
+            "space": {"max_layers": 2, "max_samples": 2, "max_proposers": 3},
+            "objectives": ["win_rate", "cost_usd"],
+            "evaluation": {"rungs": [4, 8], "concurrency": 4},
+            "budget": {"n_trials": 5},
+        }
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        session = SearchSession(path)
+        try:
+            session.optimize()
+            totals = session.totals()
+        finally:
+            session.close()
+        assert totals["trials"] >= 5
+        assert {r.fault for r in server.requests} - {"ok"}  # faults really happened
+        assert totals["attempts"] == server.count()
+        assert totals["model_calls"] < totals["attempts"]  # retries were needed and counted
