@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from moa_search.config import AgentSpec, MixtureConfig
-from moa_search.study import SearchSession, choose_trial
+from moa_search.study import SearchSession, choose_trial, describe_mixture
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.planted import PlantedWorld, planted_items
 
@@ -74,27 +74,24 @@ def write_spec(
     return path
 
 
-def all_mixtures() -> list[tuple[dict[str, Any], MixtureConfig]]:
+def all_mixtures() -> list[MixtureConfig]:
     out = []
     for counts in itertools.product(range(4), repeat=3):
         if not 1 <= sum(counts) <= 3:
             continue
         for agg in MODELS:
-            params: dict[str, Any] = {
-                f"samples/{m}": k for m, k in zip(MODELS, counts, strict=True)
-            }
-            params["aggregator"] = agg
             layer = tuple(
-                AgentSpec(model=m, samples=k, max_tokens=256)
+                AgentSpec(model=m, samples=k, temperature=0.7, max_tokens=256)
                 for m, k in zip(MODELS, counts, strict=True)
                 if k
             )
-            out.append((params, MixtureConfig(layers=(layer,), aggregator=AgentSpec(model=agg))))
+            out.append(
+                MixtureConfig(
+                    layers=(layer,),
+                    aggregator=AgentSpec(model=agg, temperature=0.3, max_tokens=512),
+                )
+            )
     return out
-
-
-def key(params: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, v) for k, v in params.items() if k != "n_layers"))
 
 
 def main() -> None:
@@ -110,10 +107,9 @@ def main() -> None:
         session = SearchSession(
             write_spec(truth_dir, server.base_url, args.items, "random", [args.items], 1, 0)
         )
-        truth: dict[tuple[Any, ...], float] = {}
-        for params, _ in all_mixtures():
-            m = session.mixture_for(params)
-            truth[key(params)] = session.evaluate(m, session.items).win_rate.mean
+        truth: dict[str, float] = {}
+        for m in all_mixtures():
+            truth[describe_mixture(m)] = session.evaluate(m, session.items).win_rate.mean
         session.close()
         best_value = max(truth.values())
         optima = [k for k, v in truth.items() if v >= best_value - 1e-9]
@@ -146,7 +142,10 @@ def main() -> None:
                     partial = optuna.create_study(directions=study.directions)
                     partial.add_trials([x for x in trials if x.number <= t.number])
                     chosen = choose_trial(partial, s.spec)
-                    if chosen is not None and truth[key(chosen.params)] >= best_value - 1e-9:
+                    if (
+                        chosen is not None
+                        and truth[chosen.user_attrs["mixture"]] >= best_value - 1e-9
+                    ):
                         found_at = t.number + 1
                         calls_at = sum(
                             int(x.user_attrs.get("model_calls", 0))
@@ -162,7 +161,9 @@ def main() -> None:
                         "found_at_trial": found_at,
                         "calls_to_find": calls_at,
                         "calls_total": total_calls,
-                        "final_true_win_rate": truth[key(chosen.params)] if chosen else None,
+                        "final_true_win_rate": truth[chosen.user_attrs["mixture"]]
+                        if chosen
+                        else None,
                     }
                 )
                 s.close()

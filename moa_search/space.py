@@ -4,16 +4,19 @@
 :class:`~moa_search.config.MixtureConfig` from the answers alone, so any stored trial rebuilds
 exactly with ``optuna.trial.FixedTrial(trial.params)``.
 
-Parameters (``m`` is a pool alias):
+A layer is a number of proposer calls and, for each call (a *slot*), which model makes it;
+a model in k slots contributes k samples, so subsets, mixes and Self-MoA (one model sampled k
+times) are all in the space, and every combination of answers is a valid layer — the sampler
+never wastes a trial on an empty or oversized layer. Parameters (``m`` is a pool alias):
 
 - ``n_layers``: proposer layers, ``min_layers..max_layers``;
-- ``samples/m`` (shared composition) or ``L{i}/samples/m`` (per layer): how many samples ``m``
-  contributes, ``0..max_samples`` — 0 leaves it out, k > 1 is Self-MoA-style sampling;
+- ``proposers`` and ``proposer/{k}`` (one composition shared by every layer), or
+  ``L{i}/proposers`` and ``L{i}/proposer/{k}`` (per layer): the call count and each slot's model;
 - ``temperature/m``: when the space lists temperatures;
 - ``aggregator``: the aggregating model.
 
-A layer whose call count falls outside ``min_proposers..max_proposers`` is invalid:
-:func:`suggest_mixture` raises :class:`InvalidMixture` (the study prunes it before any call).
+A model in more than ``max_samples`` slots makes the mixture invalid: :func:`suggest_mixture`
+raises :class:`InvalidMixture` (the study prunes it before any call).
 """
 
 from __future__ import annotations
@@ -63,25 +66,36 @@ def suggest_mixture(
             )
 
     def layer(prefix: str) -> tuple[AgentSpec, ...]:
-        agents = []
-        for m in proposers:
-            k = trial.suggest_int(f"{prefix}samples/{m}", 0, space.max_samples)
-            if k:
-                agents.append(
-                    AgentSpec(
-                        model=m,
-                        temperature=temps.get(m, space.default_temperature),
-                        max_tokens=space.proposer_max_tokens,
-                        samples=k,
-                    )
-                )
-        calls = sum(a.samples for a in agents)
-        if not space.min_proposers <= calls <= space.max_proposers:
-            raise InvalidMixture(
-                f"{calls} proposer calls in a layer; the space allows "
-                f"{space.min_proposers}..{space.max_proposers}"
+        if space.min_proposers == space.max_proposers:
+            n_calls = space.min_proposers
+        else:
+            n_calls = trial.suggest_int(
+                f"{prefix}proposers", space.min_proposers, space.max_proposers
             )
-        return tuple(agents)
+        counts = dict.fromkeys(proposers, 0)
+        for k in range(n_calls):
+            model = (
+                proposers[0]
+                if len(proposers) == 1
+                else str(trial.suggest_categorical(f"{prefix}proposer/{k}", list(proposers)))
+            )
+            counts[model] += 1
+        too_many = [m for m, c in counts.items() if c > space.max_samples]
+        if too_many:
+            raise InvalidMixture(
+                f"model {too_many[0]} in {counts[too_many[0]]} slots of a layer; the space "
+                f"allows {space.max_samples} samples per model"
+            )
+        return tuple(
+            AgentSpec(
+                model=m,
+                temperature=temps.get(m, space.default_temperature),
+                max_tokens=space.proposer_max_tokens,
+                samples=c,
+            )
+            for m, c in counts.items()
+            if c
+        )
 
     layers: tuple[tuple[AgentSpec, ...], ...]
     if n_layers == 0:

@@ -93,9 +93,10 @@ class JudgeSpec(_Frozen):
 class SearchSpaceSpec(_Frozen):
     """The mixtures a study may propose.
 
-    Per layer, each proposer model gets a number of samples in ``0..max_samples`` (0 = not in
-    the layer), so subsets and Self-MoA (one model sampled k times) are both in the space.
-    ``shared_proposers`` reuses one composition in every layer, as in the MoA paper.
+    A layer is ``min_proposers..max_proposers`` calls, each made by one of ``proposers``; a
+    model making k of them contributes k samples (at most ``max_samples``), so subsets and
+    Self-MoA (one model sampled k times) are both in the space. ``shared_proposers`` reuses one
+    composition in every layer, as in the MoA paper (see :mod:`moa_search.space`).
     """
 
     min_layers: Annotated[int, Field(ge=0, le=8)] = 1

@@ -382,6 +382,7 @@ class SearchSession:
             trial.set_user_attr("invalid", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("mixture", describe_mixture(mixture))
+        trial.set_user_attr("composition", composition(mixture))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
@@ -554,6 +555,17 @@ class SearchSession:
                 str(number),
             )
         return trials[number]
+
+
+def composition(m: MixtureConfig) -> dict[str, Any]:
+    """A mixture's roles as plain data: samples per model in each layer, and the aggregator."""
+    layers = []
+    for layer in m.layers:
+        counts: dict[str, int] = {}
+        for agent in layer:
+            counts[agent.model] = counts.get(agent.model, 0) + agent.samples
+        layers.append(counts)
+    return {"layers": layers, "aggregator": m.aggregator.model}
 
 
 def describe_mixture(m: MixtureConfig) -> str:

@@ -169,9 +169,11 @@ def test_search_finds_self_moa_with_the_good_aggregator(
         study = session.optimize()
         best = choose_trial(study, session.spec)
         assert best is not None
-        assert best.params["aggregator"] == "mid"
-        assert best.params["samples/strong"] >= 2
-        assert best.params["samples/weak"] == 0
+        roles = best.user_attrs["composition"]
+        assert roles["aggregator"] == "mid"
+        assert roles["layers"][0].get("strong", 0) >= 2
+        assert "weak" not in roles["layers"][0]
+        assert session.mixture_for(best.params).aggregator.model == "mid"
     finally:
         session.close()
 
