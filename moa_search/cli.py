@@ -244,6 +244,93 @@ def _cmd_best(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "winrate", help="AlpacaEval leaderboard metrics (and LC win rate) of recorded annotations"
+    )
+    p.add_argument(
+        "results",
+        help="AlpacaEval results: a folder holding results/<model>/<annotator>/annotations.json "
+        "(or that results/ folder itself)",
+    )
+    p.add_argument(
+        "--annotator",
+        default="weighted_alpaca_eval_gpt4_turbo",
+        help="annotator folder name (default: weighted_alpaca_eval_gpt4_turbo)",
+    )
+    p.add_argument(
+        "--weights",
+        help="length-control GLM weights CSV (default: "
+        "length_controlled_v1_weights_baseline_gpt4_1106_preview.csv in RESULTS, if there)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON keyed by model")
+    p.set_defaults(func=_cmd_winrate)
+
+    p = sub.add_parser("analyze", help="which models help in which role; does diversity matter")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--n-boot", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _json_safe(value: object) -> object:
+    """NaN and infinities as null, so the output is strict JSON."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _cmd_winrate(args: argparse.Namespace) -> int:
+    from moa_search.alpaca import leaderboard
+
+    rows = leaderboard(args.results, annotator=args.annotator, weights_path=args.weights)
+    if args.json:
+        print(json.dumps(_json_safe(rows), indent=2))
+        return 0
+
+    def key(item: tuple[str, dict]) -> float:  # type: ignore[type-arg]
+        lc = item[1]["length_controlled_winrate"]
+        return -(lc if lc is not None else item[1]["win_rate"])
+
+    print(
+        f"{'model':<32} {'LC win':>7} {'win':>6} {'± se':>5} {'discr.':>6} "
+        f"{'wins':>5} {'losses':>6} {'draws':>5} {'n':>4}"
+    )
+    for model, r in sorted(rows.items(), key=key):
+        lc = r["length_controlled_winrate"]
+        print(
+            f"{model:<32} {'-' if lc is None else f'{lc:.2f}':>7} {r['win_rate']:>6.2f} "
+            f"{r['standard_error']:>5.2f} {r['discrete_win_rate']:>6.2f} {r['n_wins']:>5} "
+            f"{r['n_wins_base']:>6} {r['n_draws']:>5} {r['n_total']:>4}"
+        )
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from moa_search.analysis import analyze, format_analysis
+
+    session = _open_session(args)
+    try:
+        result = analyze(session.study(), n_boot=args.n_boot, seed=args.seed)
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_analysis(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moa-search", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more on stderr")
@@ -251,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_local(sub)
     _add_study_commands(sub)
+    _add_analysis_commands(sub)
     return parser
 
 

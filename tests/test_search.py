@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from moa_search.analysis import analyze
 from moa_search.cli import main
 from moa_search.config import load_mixture
 from moa_search.executor import Executor
@@ -174,6 +175,10 @@ def test_search_finds_self_moa_with_the_good_aggregator(
         assert roles["layers"][0].get("strong", 0) >= 2
         assert "weak" not in roles["layers"][0]
         assert session.mixture_for(best.params).aggregator.model == "mid"
+        # the role analysis reads the same study and credits 'mid' as the aggregator
+        roles = {(r.role, r.model): r for r in analyze(study, n_boot=200).roles}
+        assert roles[("aggregator", "mid")].effect > 0
+        assert roles[("aggregator", "mid")].mean_with > roles[("aggregator", "mid")].mean_without
     finally:
         session.close()
 
