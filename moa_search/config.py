@@ -141,7 +141,9 @@ class MixtureConfig(_Frozen):
     how baselines are expressed. ``quorum`` is either a count (an ``int`` >= 1) of answers each
     layer needs, or a fraction (a ``float`` in (0, 1]) of the layer's calls; a layer always
     needs at least one answer. ``pool`` is an inline pool, a path to a pool file (relative to
-    the mixture file), or absent (the caller supplies one).
+    the mixture file), or absent (the caller supplies one). ``aggregation`` is ``synthesize``
+    (the aggregator writes a new answer from the last layer's) or ``rank`` (it names the best
+    of them, which is returned verbatim — the MoA paper's LLM-ranker baseline).
     """
 
     version: Literal[1] = SCHEMA_VERSION
@@ -149,6 +151,7 @@ class MixtureConfig(_Frozen):
     layers: tuple[Annotated[tuple[AgentSpec, ...], Field(min_length=1)], ...] = ()
     aggregator: AgentSpec
     aggregation_prompt: Annotated[str, Field(min_length=1)] = DEFAULT_AGGREGATION_PROMPT
+    aggregation: Literal["synthesize", "rank"] = "synthesize"
     quorum: int | float = 1
     seed: Annotated[int, Field(ge=0)] = 0
     pool: Pool | str | None = None

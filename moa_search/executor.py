@@ -24,7 +24,14 @@ from moa_search.backends import Backend, Completion, OpenAIBackend, retry_delay
 from moa_search.cache import Cache, CachedAnswer
 from moa_search.config import AgentSpec, MixtureConfig, Pool
 from moa_search.errors import MoaSearchError, ModelCallError, QuorumError
-from moa_search.prompting import ChatRequest, Message, normalize_messages, with_references
+from moa_search.prompting import (
+    ChatRequest,
+    Message,
+    normalize_messages,
+    parse_rank,
+    ranking_messages,
+    with_references,
+)
 from moa_search.trace import CallRecord, Role, Trace
 
 __all__ = ["Executor", "ProgressEvent", "RunResult", "RunStream"]
@@ -424,6 +431,11 @@ class Executor:
             references = answers
 
         agg = mixture.aggregator
+        if mixture.aggregation == "rank" and len(references) > 1:
+            result = await self._rank(mixture, messages, references, records, t0, on_progress)
+            yield result.answer
+            yield RunResult(result.answer, result.trace, tuple(layer_outputs), tuple(layer_models))
+            return
         seen = with_references(
             messages,
             references,
@@ -476,6 +488,44 @@ class Executor:
             first_token_s=first_token[0] if first_token else None,
         )
         yield RunResult(outcome.completion.text, trace, tuple(layer_outputs), tuple(layer_models))
+
+    async def _rank(
+        self,
+        mixture: MixtureConfig,
+        messages: tuple[Message, ...],
+        references: tuple[str, ...],
+        records: list[CallRecord],
+        t0: float,
+        on_progress: Callable[[ProgressEvent], None] | None,
+    ) -> RunResult:
+        """The ranking aggregator: the aggregator model picks the best answer, which is returned
+        verbatim (the MoA paper's LLM-ranker baseline). An unparseable pick falls back to the
+        first answer and is recorded in the trace's ``extra``."""
+        agg = mixture.aggregator
+        n_layers = len(mixture.layers) + 1
+        if on_progress is not None:
+            on_progress(
+                ProgressEvent(
+                    "aggregator_started", n_layers - 1, n_layers, 0, 1, time.perf_counter() - t0
+                )
+            )
+        seen = ranking_messages(messages, references, system_prompt=agg.system_prompt)
+        ranker = agg.model_copy(update={"max_tokens": min(agg.max_tokens, 16)})
+        request = ChatRequest.build(
+            self.pool.get(agg.model), ranker, seen, sample=0, mixture_seed=mixture.seed
+        )
+        outcome = await self._call(request, n_layers - 1, "aggregator", t0, None)
+        records.append(outcome.record)
+        if outcome.completion is None:
+            assert outcome.error is not None
+            outcome.error.trace = Trace.of(records, time.perf_counter() - t0)  # type: ignore[attr-defined]
+            raise outcome.error
+        pick = parse_rank(outcome.completion.text, len(references))
+        extra = {"ranked_choice": pick if pick is not None else 1, "rank_parsed": pick is not None}
+        chosen = references[(pick or 1) - 1]
+        elapsed = time.perf_counter() - t0
+        trace = Trace.of(records, elapsed, first_token_s=elapsed, extra=extra)
+        return RunResult(chosen, trace)
 
 
 class _Emitted(Exception):  # noqa: N818 - internal signal, not an error users see

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,21 @@ from typing import Any
 from moa_search.config import AgentSpec, ModelSpec
 
 __all__ = [
+    "RANKING_PROMPT",
     "ChatRequest",
     "Message",
     "normalize_messages",
+    "parse_rank",
+    "ranking_messages",
     "sample_seed",
     "with_references",
 ]
+
+RANKING_PROMPT = (
+    "Several candidate answers to the user's latest request are listed below, numbered. Decide "
+    "which one answers it best: the most correct, complete and helpful. Reply with the number "
+    "of that answer only."
+)
 
 Message = tuple[str, str]  # (role, content)
 
@@ -78,6 +88,28 @@ def with_references(
     if messages and messages[0][0] == "system":
         return (("system", f"{messages[0][1]}\n\n{block}"), *tuple(messages[1:]))
     return (("system", block), *tuple(messages))
+
+
+def ranking_messages(
+    messages: Sequence[Message], candidates: Sequence[str], *, system_prompt: str | None = None
+) -> tuple[Message, ...]:
+    """What the ranking aggregator sees: the conversation, then the numbered candidates and
+    the request to name the best one."""
+    numbered = "\n\n".join(f"[{i}] {c.strip()}" for i, c in enumerate(candidates, 1))
+    parts = [p for p in (system_prompt, f"{RANKING_PROMPT}\n\nCandidates:\n\n{numbered}") if p]
+    block = "\n\n".join(parts)
+    if messages and messages[0][0] == "system":
+        return (("system", f"{messages[0][1]}\n\n{block}"), *messages[1:])
+    return (("system", block), *messages)
+
+
+def parse_rank(text: str, n: int) -> int | None:
+    """The 1-based candidate number a ranker named, or ``None`` if it named none in 1..n."""
+    for match in re.finditer(r"\d+", text):
+        value = int(match.group())
+        if 1 <= value <= n:
+            return value
+    return None
 
 
 def sample_seed(mixture_seed: int, sample: int) -> int:

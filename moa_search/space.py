@@ -13,7 +13,8 @@ never wastes a trial on an empty or oversized layer. Parameters (``m`` is a pool
 - ``proposers`` and ``proposer/{k}`` (one composition shared by every layer), or
   ``L{i}/proposers`` and ``L{i}/proposer/{k}`` (per layer): the call count and each slot's model;
 - ``temperature/m``: when the space lists temperatures;
-- ``aggregator``: the aggregating model.
+- ``aggregator``: the aggregating model;
+- ``aggregation``: ``synthesize`` or ``rank``, when the space lists both.
 
 A model in more than ``max_samples`` slots makes the mixture invalid: :func:`suggest_mixture`
 raises :class:`InvalidMixture` (the study prunes it before any call).
@@ -111,8 +112,13 @@ def suggest_mixture(
         if len(aggregators) == 1
         else str(trial.suggest_categorical("aggregator", list(aggregators)))
     )
+    modes = tuple(dict.fromkeys(space.aggregation))
+    aggregation = (
+        modes[0] if len(modes) == 1 else str(trial.suggest_categorical("aggregation", list(modes)))
+    )
     return MixtureConfig(
         layers=layers,
+        aggregation=aggregation,  # type: ignore[arg-type]
         aggregator=AgentSpec(
             model=aggregator,
             temperature=space.aggregator_temperature,

@@ -97,6 +97,7 @@ class SearchSpaceSpec(_Frozen):
     model making k of them contributes k samples (at most ``max_samples``), so subsets and
     Self-MoA (one model sampled k times) are both in the space. ``shared_proposers`` reuses one
     composition in every layer, as in the MoA paper (see :mod:`moa_search.space`).
+    ``aggregation`` lists the aggregation modes to compare: ``synthesize`` and/or ``rank``.
     """
 
     min_layers: Annotated[int, Field(ge=0, le=8)] = 1
@@ -112,6 +113,7 @@ class SearchSpaceSpec(_Frozen):
     proposer_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     aggregator_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 512
     aggregator_temperature: Annotated[float, Field(ge=0, le=2)] = 0.3
+    aggregation: tuple[Literal["synthesize", "rank"], ...] = ("synthesize",)
 
     @model_validator(mode="after")
     def _ranges(self) -> SearchSpaceSpec:

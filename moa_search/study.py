@@ -565,7 +565,7 @@ def composition(m: MixtureConfig) -> dict[str, Any]:
         for agent in layer:
             counts[agent.model] = counts.get(agent.model, 0) + agent.samples
         layers.append(counts)
-    return {"layers": layers, "aggregator": m.aggregator.model}
+    return {"layers": layers, "aggregator": m.aggregator.model, "aggregation": m.aggregation}
 
 
 def describe_mixture(m: MixtureConfig) -> str:
@@ -584,4 +584,5 @@ def describe_mixture(m: MixtureConfig) -> str:
         body = (f"{len(m.layers)}x" if len(m.layers) > 1 else "") + layer(m.layers[0])
     else:
         body = " -> ".join(layer(lay) for lay in m.layers)
-    return f"{body} -> {m.aggregator.model}"
+    arrow = "-> rank by" if m.aggregation == "rank" else "->"
+    return f"{body} {arrow} {m.aggregator.model}"

@@ -247,3 +247,28 @@ def test_aggregator_failure_raises_with_trace() -> None:
         run(Executor(p, backends=backends), m)
     assert info.value.attempts == 2 and info.value.kind == "server_error"
     assert len(info.value.trace.calls) == 2  # type: ignore[attr-defined]
+
+
+def test_ranking_aggregator_returns_the_picked_proposal_verbatim() -> None:
+    p = pool("a", "b", "agg")
+    backends = {
+        "a": Scripted(p.get("a"), lambda r, n: "answer from a"),
+        "b": Scripted(p.get("b"), lambda r, n: "answer from b"),
+        "agg": Scripted(p.get("agg"), lambda r, n: "I pick [2]."),
+    }
+    m = MixtureConfig(
+        layers=((AgentSpec(model="a"), AgentSpec(model="b")),),
+        aggregator=AgentSpec(model="agg", max_tokens=200),
+        aggregation="rank",
+    )
+    result = run(Executor(p, backends=backends), m)
+    assert result.answer == "answer from b"
+    assert result.trace.extra == {"ranked_choice": 2, "rank_parsed": True}
+    ranker_request = backends["agg"].requests[0]
+    assert ranker_request.max_tokens == 16
+    assert "[1] answer from a" in ranker_request.messages[0][1]
+    assert [c.role for c in result.trace.calls] == ["proposer", "proposer", "aggregator"]
+    backends["agg"] = Scripted(p.get("agg"), lambda r, n: "they are all fine")
+    fallback = run(Executor(p, backends=backends), m)
+    assert fallback.answer == "answer from a"
+    assert fallback.trace.extra == {"ranked_choice": 1, "rank_parsed": False}
