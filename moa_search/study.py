@@ -53,7 +53,9 @@ __all__ = ["SearchSession", "TrialReport", "choose_trial", "pareto_front", "resu
 
 log = logging.getLogger(__name__)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna would log a traceback for every failed or interrupted trial; failures are reported
+# here instead, in one line (see SearchSession.objective).
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 # The features used here (heartbeats, grouped multivariate TPE, metric names) are stable in use;
 # their "experimental" labels would only clutter every search's output.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -369,6 +371,13 @@ class SearchSession:
         return value < statistics.median(others)
 
     def objective(self, trial: optuna.Trial) -> list[float]:
+        try:
+            return self._objective(trial)
+        except MoaSearchError as exc:
+            log.warning("trial %d failed: %s", trial.number, exc)
+            raise
+
+    def _objective(self, trial: optuna.Trial) -> list[float]:
         study = trial.study
         try:
             mixture = suggest_mixture(

@@ -185,3 +185,44 @@ def test_sigkilled_worker_resumes_without_losing_completed_calls(
             assert repeated <= in_flight
         finally:
             optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_sigint_stops_cleanly_after_marking_the_running_trial(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    world = PlantedWorld(
+        skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
+        aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
+        latency_s=0.3,
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with FakeOpenAIServer(world.behaviors()) as server:
+        spec = write_spec(tmp_path, server.base_url, "sigint", n_trials=4)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moa_search.cli", "search", str(spec), "--storage", storage],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.count() < 3:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        study = optuna.load_study(study_name="sigint", storage=storage)
+        states = [t.state for t in study.get_trials()]
+        assert optuna.trial.TrialState.RUNNING not in states
+        assert states[-1] == optuna.trial.TrialState.FAIL
+        again = subprocess.run(
+            [sys.executable, "-m", "moa_search.cli", "search", str(spec), "--storage", storage],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr
+        assert len(counted(optuna.load_study(study_name="sigint", storage=storage))) == 4
