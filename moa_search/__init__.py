@@ -1,5 +1,7 @@
 """moa-search: find the best Mixture-of-Agents for your task, then run and serve it."""
 
+from moa_search.api import Mixture
+from moa_search.archon import export_archon, import_archon
 from moa_search.cache import Cache, CachedAnswer, MemoryCache, SQLiteCache
 from moa_search.config import (
     AgentSpec,
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "Executor",
     "MemoryCache",
+    "Mixture",
     "MixtureConfig",
     "MoaSearchError",
     "ModelCallError",
@@ -44,6 +47,8 @@ __all__ = [
     "SQLiteCache",
     "Trace",
     "__version__",
+    "export_archon",
+    "import_archon",
     "load_mixture",
     "load_pool",
     "save_mixture",

@@ -81,6 +81,137 @@ def _add_study_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.set_defaults(func=_cmd_best)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve mixtures as an OpenAI-compatible endpoint")
+    p.add_argument(
+        "mixtures",
+        nargs="+",
+        help="mixture files; each is served as the model named by its 'name' (else its file stem)",
+    )
+    p.add_argument(
+        "--pool",
+        help="pool file for every mixture (default: each mixture's own pool, else the local pool)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)",
+    )
+    p.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
+    p.add_argument(
+        "--cache",
+        default="none",
+        help="response cache: a file path, 'memory' or 'none' (default: none)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive_bytes,
+        default=1_000_000,
+        help="larger request bodies get a 413 (default 1000000)",
+    )
+    p.set_defaults(func=_cmd_serve)
+
+
+def _add_archon(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("archon", help="convert between mixture files and Archon JSON configs")
+    p.add_argument(
+        "direction",
+        choices=["import", "export"],
+        help="import: Archon config -> mixture file; export: mixture -> Archon config",
+    )
+    p.add_argument("source", help="import: an Archon JSON config; export: a mixture file")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="file to write: a mixture (YAML or JSON) or an Archon config (JSON)",
+    )
+    p.add_argument(
+        "--pool",
+        help="pool file that maps model names to aliases (default: the "
+        "mixture's own pool, else the local pool)",
+    )
+    p.set_defaults(func=_cmd_archon)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
+    return value
+
+
+def _positive_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {value}")
+    return value
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from moa_search.api import load_mixture_and_pool
+    from moa_search.local import default_pool_path
+    from moa_search.serve import serve
+
+    for path in args.mixtures:  # bad files, unset key variables, dead endpoints: before binding
+        mixture, pool = load_mixture_and_pool(path, args.pool)
+        source, prefix = pool_source(mixture.pool, path, args.pool, default_pool_path())
+        preflight(source, prefix, pool, mixture.models_used())
+    print(
+        f"serving {len(args.mixtures)} mixture(s) at http://{args.host}:{args.port}/v1 "
+        "(Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        serve(
+            args.mixtures,
+            pool=args.pool,
+            host=args.host,
+            port=args.port,
+            cache=args.cache,
+            max_body_bytes=args.max_body_bytes,
+            log_level="debug" if args.verbose else "info",
+        )
+    except KeyboardInterrupt:  # Ctrl-C is how a server stops; uvicorn has shut down cleanly
+        return 0
+    return 0
+
+
+def _cmd_archon(args: argparse.Namespace) -> int:
+    from moa_search.api import load_mixture_and_pool
+    from moa_search.archon import load_archon, save_archon
+    from moa_search.config import load_pool, save_mixture
+    from moa_search.local import default_pool_path
+
+    if args.direction == "export":
+        mixture, pool = load_mixture_and_pool(args.source, args.pool)
+        save_archon(mixture, pool, args.out)
+    else:
+        pool_path = Path(args.pool) if args.pool else default_pool_path()
+        if args.pool is None and not pool_path.exists():
+            raise ConfigError(
+                "--pool",
+                "",
+                "a pool file whose models the Archon config's model names map to (or the "
+                f"local pool: start it with 'moa-search local up'; no pool file at {pool_path})",
+            )
+        mixture = load_archon(args.source, load_pool(pool_path))
+        if args.pool is not None:  # so that 'moa-search run OUT' finds the pool again
+            out_dir = Path(args.out).resolve().parent
+            mixture = mixture.model_copy(
+                update={"pool": os.path.relpath(pool_path.resolve(), out_dir)}
+            )
+        save_mixture(mixture, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -338,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_local(sub)
     _add_study_commands(sub)
+    _add_serve(sub)
+    _add_archon(sub)
     _add_analysis_commands(sub)
     return parser
 

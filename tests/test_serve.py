@@ -1,0 +1,410 @@
+"""The OpenAI-compatible server, driven by the real ``openai`` client over loopback.
+
+Upstream is the project's fault-injecting fake server (fast), and once the real local llama.cpp
+pool (slow; two requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from moa_search import local
+from moa_search.api import Mixture
+from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.serve import API_KEY_ENV, app_from_files, create_app, running
+from moa_search.testing import FakeOpenAIServer, ModelBehavior
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "studies" / "local" / "mixture.yaml"
+TRACE = {"X-MOA-Trace": "1"}
+HELLO = [{"role": "user", "content": "What is a mixture of agents?"}]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as srv:
+        yield srv
+
+
+def pool_for(
+    srv: FakeOpenAIServer,
+    *aliases: str,
+    retries: int = 2,
+    timeout_s: float = 5.0,
+    concurrency: int = 8,
+) -> Pool:
+    return Pool(
+        models=tuple(
+            ModelSpec(
+                alias=a,
+                base_url=srv.base_url,
+                model=a,
+                max_concurrency=concurrency,
+                timeout_s=timeout_s,
+                max_retries=retries,
+            )
+            for a in aliases
+        )
+    )
+
+
+def two_proposers(name: str = "moa") -> MixtureConfig:
+    return MixtureConfig(
+        name=name,
+        layers=((AgentSpec(model="p1", samples=2), AgentSpec(model="p2")),),
+        aggregator=AgentSpec(model="agg"),
+    )
+
+
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def client(url: str, key: str = "unused", **kw: Any) -> openai.OpenAI:
+    """An openai client without retries, closed when the test ends."""
+    made = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=30, **kw)
+    _clients.append(made)
+    return made
+
+
+def sse_data(raw: str) -> list[str]:
+    return [line[len("data: ") :] for line in raw.split("\n\n") if line.startswith("data: ")]
+
+
+def test_answers_plain_and_streamed_with_usage_summed_over_the_trace(
+    fake: FakeOpenAIServer,
+) -> None:
+    fake.set_behavior("agg", ModelBehavior(answer="a fused answer in six words"))
+    app = create_app({"moa": (two_proposers(), pool_for(fake, "p1", "p2", "agg"))})
+    with running(app) as url:
+        c = client(url)
+        resp = c.chat.completions.create(model="moa", messages=HELLO, extra_headers=TRACE)
+        assert resp.object == "chat.completion" and resp.model == "moa"
+        assert resp.choices[0].message.content == "a fused answer in six words"
+        assert resp.choices[0].finish_reason == "stop"
+        trace = resp.model_extra["moa_trace"]
+        calls = trace["calls"]
+        assert [(x["role"], x["model"]) for x in calls] == [
+            ("proposer", "p1"),
+            ("proposer", "p1"),
+            ("proposer", "p2"),
+            ("aggregator", "agg"),
+        ]
+        assert resp.usage is not None
+        assert resp.usage.prompt_tokens == sum(x["tokens_in"] for x in calls) > 0
+        assert resp.usage.completion_tokens == sum(x["tokens_out"] for x in calls) > 0
+        assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+        # the fake counts words: the aggregator's share of completion_tokens is its 6 words
+        assert calls[-1]["tokens_out"] == 6
+
+        chunks = list(
+            c.chat.completions.create(
+                model="moa",
+                messages=[{"role": "user", "content": "Stream it"}],
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=TRACE,
+            )
+        )
+        assert chunks[0].choices[0].delta.role == "assistant"
+        deltas = [ch.choices[0].delta.content for ch in chunks[1:] if ch.choices]
+        text = "".join(d for d in deltas if d)
+        assert text == "a fused answer in six words"
+        assert sum(1 for d in deltas if d) == 6  # forwarded piece by piece
+        final = next(ch for ch in chunks if ch.choices and ch.choices[0].finish_reason)
+        assert final.choices[0].finish_reason == "stop"
+        usage_chunk = chunks[-1]
+        assert usage_chunk.choices == [] and usage_chunk.usage is not None
+        stream_calls = final.model_extra["moa_trace"]["calls"]
+        assert usage_chunk.usage.prompt_tokens == sum(x["tokens_in"] for x in stream_calls)
+        assert usage_chunk.usage.completion_tokens == sum(x["tokens_out"] for x in stream_calls)
+
+        # the wire format: SSE events, role first, [DONE] last; no trace without the header
+        raw = httpx2.post(
+            f"{url}/chat/completions",
+            json={"model": "moa", "messages": HELLO, "stream": True},
+            timeout=30,
+        )
+        assert raw.status_code == 200
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        events = sse_data(raw.text)
+        assert events[-1] == "[DONE]"
+        first = json.loads(events[0])
+        assert first["object"] == "chat.completion.chunk"
+        assert first["choices"][0]["delta"]["role"] == "assistant"
+        assert all("moa_trace" not in e and "usage" not in json.loads(e) for e in events[:-1])
+
+        models = c.models.list()
+        assert [m.id for m in models.data] == ["moa"]
+        assert httpx2.get(url.removesuffix("/v1") + "/health").json() == {"status": "ok"}
+
+
+def test_api_key_from_the_environment(
+    fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "s3cret-key-value")
+    caplog.set_level(logging.DEBUG)
+    app = create_app({"moa": (two_proposers(), pool_for(fake, "p1", "p2", "agg"))})
+    with running(app) as url:
+        with pytest.raises(openai.AuthenticationError) as info:
+            client(url, "wrong").chat.completions.create(model="moa", messages=HELLO)
+        assert info.value.status_code == 401
+        no_key = httpx2.get(f"{url}/models")
+        assert no_key.status_code == 401
+        error = no_key.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == "invalid_api_key" and API_KEY_ENV in error["message"]
+        assert httpx2.get(f"{url}/nowhere").status_code == 401
+        assert fake.count() == 0  # nothing went upstream
+        # /health needs no key; the right key works
+        assert httpx2.get(url.removesuffix("/v1") + "/health").status_code == 200
+        ok = client(url, "s3cret-key-value").chat.completions.create(model="moa", messages=HELLO)
+        assert ok.choices[0].message.content
+    assert "s3cret-key-value" not in caplog.text
+
+
+def test_unknown_model_bad_requests_and_unknown_paths(fake: FakeOpenAIServer) -> None:
+    app = create_app({"moa": (two_proposers(), pool_for(fake, "p1", "p2", "agg"))})
+    with running(app) as url:
+        c = client(url)
+        with pytest.raises(openai.NotFoundError) as info:
+            c.chat.completions.create(model="gpt-4o", messages=HELLO)
+        assert "gpt-4o" in str(info.value) and "moa" in str(info.value)
+        assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="moa", messages=[])
+        with pytest.raises(openai.BadRequestError) as info:
+            c.chat.completions.create(
+                model="moa",
+                messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[list-item]
+            )
+        assert "role" in str(info.value)
+        bad_json = httpx2.post(
+            f"{url}/chat/completions",
+            content=b'{"model": "moa", "messages": [',
+            headers={"content-type": "application/json"},
+        )
+        assert bad_json.status_code == 400
+        assert "not valid JSON" in bad_json.json()["error"]["message"]
+        no_model = httpx2.post(f"{url}/chat/completions", json={"messages": HELLO})
+        assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+        nowhere = httpx2.get(f"{url}/nowhere")
+        assert nowhere.status_code == 404 and "error" in nowhere.json()
+        wrong_method = httpx2.get(f"{url}/chat/completions")
+        assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    assert fake.count() == 0
+
+
+def test_bodies_over_the_limit_get_413(fake: FakeOpenAIServer) -> None:
+    app = create_app(
+        {"moa": (two_proposers(), pool_for(fake, "p1", "p2", "agg"))}, max_body_bytes=10_000
+    )
+    big = json.dumps({"model": "moa", "messages": [{"role": "user", "content": "x" * 60_000}]})
+    with running(app) as url:
+        declared = httpx2.post(
+            f"{url}/chat/completions", content=big, headers={"content-type": "application/json"}
+        )
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "request_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while reading
+            data = big.encode()
+            for i in range(0, len(data), 4096):
+                yield data[i : i + 4096]
+
+        counted = httpx2.post(f"{url}/chat/completions", content=chunks())
+        assert counted.status_code == 413
+        small = httpx2.post(f"{url}/chat/completions", json={"model": "moa", "messages": HELLO})
+        assert small.status_code == 200
+    assert fake.count() == 4  # only the small request went upstream
+
+
+def test_upstream_failures_are_502_with_the_reason_and_never_hang(
+    fake: FakeOpenAIServer,
+) -> None:
+    fake.set_behavior("dead", ModelBehavior(fault_rate=1.0, fault_kinds=("500",)))
+    fake.set_behavior("hung", ModelBehavior(fault_rate=1.0, fault_kinds=("hang",), hang_s=30))
+    pool = pool_for(fake, "dead", "hung", "ok", retries=1, timeout_s=0.5)
+    quorum_lost = MixtureConfig(
+        layers=((AgentSpec(model="dead"), AgentSpec(model="ok")),),
+        aggregator=AgentSpec(model="ok"),
+        quorum=2,
+    )
+    agg_dead = MixtureConfig(layers=((AgentSpec(model="ok"),),), aggregator=AgentSpec(model="hung"))
+    app = create_app({"quorum": (quorum_lost, pool), "agg": (agg_dead, pool)})
+    with running(app) as url:
+        c = client(url)
+        for stream in (False, True):
+            t0 = time.perf_counter()
+            with pytest.raises(openai.APIStatusError) as info:
+                c.chat.completions.create(model="quorum", messages=HELLO, stream=stream)
+            assert time.perf_counter() - t0 < 5
+            assert info.value.status_code == 502
+            message = str(info.value)
+            assert "quorum is 2" in message and "dead" in message and "HTTP 500" in message
+            assert info.value.body["code"] == "upstream_error"  # type: ignore[index]
+        t0 = time.perf_counter()
+        with pytest.raises(openai.APIStatusError) as info:
+            c.chat.completions.create(model="agg", messages=HELLO, stream=True)
+        assert info.value.status_code == 502
+        assert "hung" in str(info.value) and "timeout" in str(info.value)
+        assert time.perf_counter() - t0 < 5  # two 0.5 s timeouts and a back-off, not 30 s
+
+
+def test_a_failure_mid_stream_ends_with_an_sse_error_event(fake: FakeOpenAIServer) -> None:
+    # every attempt of the aggregator breaks off half-way: text was already sent when it fails
+    fake.set_behavior(
+        "agg",
+        ModelBehavior(
+            fault_rate=1.0, fault_kinds=("truncate",), answer="one two three four five six"
+        ),
+    )
+    pool = pool_for(fake, "p1", "agg", retries=1)
+    m = MixtureConfig(layers=((AgentSpec(model="p1"),),), aggregator=AgentSpec(model="agg"))
+    app = create_app({"moa": (m, pool)})
+    with running(app) as url:
+        received: list[str] = []
+        t0 = time.perf_counter()
+        with (
+            client(url) as c,
+            c.chat.completions.create(model="moa", messages=HELLO, stream=True) as stream,
+            pytest.raises(openai.APIError) as info,
+        ):
+            for ch in stream:
+                if ch.choices and ch.choices[0].delta.content:
+                    received.append(ch.choices[0].delta.content)
+        assert time.perf_counter() - t0 < 5
+        assert "".join(received) == "one two three "  # the half that was sent, once
+        assert "stream_interrupted" in str(info.value)
+        raw = httpx2.post(
+            f"{url}/chat/completions", json={"model": "moa", "messages": HELLO, "stream": True}
+        )
+        events = sse_data(raw.text)
+        assert raw.status_code == 200 and events[-1] != "[DONE]"
+        error = json.loads(events[-1])["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == "upstream_error"
+
+
+def test_concurrent_requests_share_the_executor_and_its_limits(fake: FakeOpenAIServer) -> None:
+    fake.set_behavior("p1", ModelBehavior(latency_s=0.2))
+    pool = pool_for(fake, "p1", "agg", concurrency=2)
+    m = MixtureConfig(layers=((AgentSpec(model="p1"),),), aggregator=AgentSpec(model="agg"))
+    app = create_app({"a": (m, pool), "b": (m.model_copy(update={"name": "b"}), pool)})
+    assert len({id(mx.executor) for mx in app.state.moa.mixtures.values()}) == 1
+
+    async def main(url: str) -> tuple[list[str], float]:
+        async with openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as c:
+            t0 = time.perf_counter()
+            replies = await asyncio.gather(
+                *(
+                    c.chat.completions.create(
+                        model="ab"[i % 2],
+                        messages=[{"role": "user", "content": f"question {i}"}],
+                        stream=i % 3 == 0,
+                    )
+                    for i in range(8)
+                )
+            )
+            elapsed = time.perf_counter() - t0
+            texts = []
+            for r in replies:
+                if isinstance(r, openai.AsyncStream):
+                    texts.append(
+                        "".join([ch.choices[0].delta.content or "" async for ch in r if ch.choices])
+                    )
+                else:
+                    texts.append(r.choices[0].message.content or "")
+            return texts, elapsed
+
+    with running(app) as url:
+        texts, elapsed = asyncio.run(main(url))
+    assert all(f"question {i}" in t for i, t in enumerate(texts))
+    # 8 proposer calls of 0.2 s through one shared limit of 2 at a time: at least 4 rounds
+    assert 0.75 < elapsed < 5
+
+
+def test_tokens_are_forwarded_as_they_arrive(fake: FakeOpenAIServer) -> None:
+    fake.set_behavior(
+        "agg", ModelBehavior(stream_chunk_delay_s=0.3, answer="slow words one at a time")
+    )
+    pool = pool_for(fake, "p1", "agg")
+    m = MixtureConfig(layers=((AgentSpec(model="p1"),),), aggregator=AgentSpec(model="agg"))
+    app = create_app({"moa": (m, pool)})
+    with running(app) as url:
+        c = client(url)
+        t0 = time.perf_counter()
+        first_token: float | None = None
+        final = None
+        for ch in c.chat.completions.create(
+            model="moa", messages=HELLO, stream=True, extra_headers=TRACE
+        ):
+            if ch.choices and ch.choices[0].delta.content and first_token is None:
+                first_token = time.perf_counter() - t0
+            if ch.choices and ch.choices[0].finish_reason:
+                final = ch
+        total = time.perf_counter() - t0
+    assert first_token is not None and final is not None
+    # six pieces 0.3 s apart (and the stop chunk): the first arrived long before the end
+    assert total >= 1.8
+    assert first_token < total - 0.5
+    trace = final.model_extra["moa_trace"]
+    # through the server, the first token comes shortly after the aggregator's own first token
+    assert trace["first_token_s"] <= first_token < trace["first_token_s"] + 0.3
+
+
+@pytest.mark.local
+def test_serving_the_example_mixture_on_the_local_pool(local_pool: local.LocalStatus) -> None:
+    app = app_from_files([EXAMPLE], pool=local_pool.pool_path)
+    with running(app) as url:
+        c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=600)
+        assert [m.id for m in c.models.list().data] == ["local-example"]
+        resp = c.chat.completions.create(
+            model="local-example", messages=[{"role": "user", "content": "Name a red fruit."}]
+        )
+        assert resp.choices[0].message.content and resp.choices[0].message.content.strip()
+        assert resp.usage is not None and resp.usage.completion_tokens > 0
+        chunks = list(
+            c.chat.completions.create(
+                model="local-example",
+                messages=[{"role": "user", "content": "Name a green vegetable."}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text.strip()
+    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) > 1
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+
+
+def test_serving_ready_mixture_handles_and_inline_pools(fake: FakeOpenAIServer) -> None:
+    pool = pool_for(fake, "p1", "p2", "agg")
+    handle = Mixture(two_proposers("internal-name"), pool)
+    inline = two_proposers("inline").model_copy(update={"pool": pool})
+    app = create_app({"public": handle, "inline": inline})
+    service = app.state.moa
+    # the handle's executor is reused for the config on the same pool
+    assert service.mixtures["inline"].executor is handle.executor
+    with running(app) as url:
+        c = client(url)
+        assert sorted(m.id for m in c.models.list().data) == ["inline", "public"]
+        resp = c.chat.completions.create(model="public", messages=HELLO)
+        assert resp.model == "public" and resp.choices[0].message.content
+    with pytest.raises(ValueError, match="no inline pool"):
+        create_app({"bare": two_proposers()})
