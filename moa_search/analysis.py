@@ -285,7 +285,11 @@ def _row(trial: FrozenTrial, per_layer: bool = False) -> _TrialRow | None:
 
 
 def _rows(study: optuna.Study) -> tuple[list[_TrialRow], int]:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "duplicate_of" not in t.user_attrs  # a repeated mixture is one observation
+    ]
     # compositions chosen per layer show as "L{i}/..." params (moa_search.space)
     per_layer = any(_LAYER_PARAM.match(name) for t in complete for name in t.params)
     rows = [r for r in (_row(t, per_layer) for t in complete) if r is not None]

@@ -12,6 +12,8 @@ Storage defaults to an SQLite file beside the study's results; any Optuna RDB UR
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
@@ -108,14 +110,25 @@ def _attr_sum(trials: Sequence[FrozenTrial], key: str) -> float:
     return sum(float(t.user_attrs.get(key, 0) or 0) for t in trials)
 
 
+def _counts(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts towards the budget (see :meth:`SearchSession.totals`)."""
+    return "invalid" not in trial.user_attrs and "duplicate_of" not in trial.user_attrs
+
+
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated complete trials (the best trial, for a single objective)."""
+    """The non-dominated complete trials (the best trial, for a single objective), each
+    mixture once."""
     if len(study.directions) == 1:
         try:
-            return [study.best_trial]
+            best = study.best_trial
         except ValueError:
             return []
-    return sorted(study.best_trials, key=lambda t: t.number)
+        original = best.user_attrs.get("duplicate_of")
+        return [study.trials[original] if original is not None else best]
+    return sorted(
+        (t for t in study.best_trials if "duplicate_of" not in t.user_attrs),
+        key=lambda t: t.number,
+    )
 
 
 def choose_trial(study: optuna.Study, spec: StudySpec) -> FrozenTrial | None:
@@ -390,9 +403,22 @@ class SearchSession:
         except InvalidMixture as exc:
             trial.set_user_attr("invalid", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
+        key = mixture_key(mixture)
         trial.set_user_attr("mixture", describe_mixture(mixture))
         trial.set_user_attr("composition", composition(mixture))
+        trial.set_user_attr("mixture_key", key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if (
+                other.user_attrs.get("mixture_key") == key
+                and "duplicate_of" not in other.user_attrs
+            ):
+                # The sampler proposed a mixture already evaluated: it learns the same values
+                # again, no call is made, and the trial does not count towards the budget.
+                trial.set_user_attr("duplicate_of", other.number)
+                trial.set_user_attr("metrics", other.user_attrs.get("metrics"))
+                trial.set_user_attr("n_items", other.user_attrs.get("n_items"))
+                return list(other.values)
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):
@@ -426,9 +452,9 @@ class SearchSession:
         trials = self.study().get_trials(deepcopy=False)
         return {
             # invalid mixtures (e.g. an empty layer) are rejected before any call: not counted
-            "trials": len(
-                [t for t in trials if t.state in _COUNTED and "invalid" not in t.user_attrs]
-            ),
+            # invalid mixtures are rejected before any call, and duplicates are answered from
+            # the trial they repeat: neither counts
+            "trials": len([t for t in trials if t.state in _COUNTED and _counts(t)]),
             "spent_usd": _attr_sum(trials, "spent_usd"),
             "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
             "model_calls": int(_attr_sum(trials, "model_calls")),
@@ -454,6 +480,9 @@ class SearchSession:
         def over_budget() -> bool:
             t = self.totals()
             if t["trials"] >= target:
+                return True
+            if len(study.get_trials(deepcopy=False)) >= 5 * target + 20:
+                log.warning("stopping: the sampler keeps proposing invalid or repeated mixtures")
                 return True
             if b.max_usd is not None and t["spent_usd"] >= b.max_usd:
                 log.warning("stopping: spent $%.4f of max_usd %.4f", t["spent_usd"], b.max_usd)
@@ -564,6 +593,12 @@ class SearchSession:
                 str(number),
             )
         return trials[number]
+
+
+def mixture_key(m: MixtureConfig) -> str:
+    """A hash of everything that makes a mixture what it is."""
+    blob = json.dumps(m.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def composition(m: MixtureConfig) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         t
         for t in study.get_trials()
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        and "invalid" not in t.user_attrs
+        and not {"invalid", "duplicate_of"} & set(t.user_attrs)
     ]
 
 
@@ -119,8 +119,9 @@ def test_two_workers_share_one_postgres_study_and_one_redis_cache(
         study = optuna.load_study(study_name=name, storage=PG_URL)
         try:
             done = counted(study)
-            assert 8 <= len(done) <= 9  # each worker checks the total before its next trial
-            assert len({t.user_attrs["worker"] for t in done}) == 2
+            # each worker checks the total before its next trial
+            assert 8 <= len(done) <= 9, [(t.number, t.state, t.user_attrs) for t in done]
+            assert len({t.user_attrs["worker"] for t in done}) == 2, outs
             assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
             # a third worker, started after both finished, pays for nothing they paid for
             before = {request_key(r) for r in server.requests}
