@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -18,17 +17,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import optuna
 import redis
-import yaml
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.executor import Executor
 from moa_search.study import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, write_planted_study
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DB = "redis://127.0.0.1:6379/8"
@@ -40,33 +37,15 @@ WORLD = PlantedWorld(
 
 
 def write_spec(folder: Path, base_url: str, name: str, n_trials: int, items: int) -> Path:
-    data = planted_items(items)
-    (folder / "tasks.jsonl").write_text(
-        "".join(
-            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-            for i in data
-        )
+    return write_planted_study(
+        folder,
+        base_url,
+        n_items=items,
+        model_fields={"max_concurrency": 8},
+        name=name,
+        budget={"n_trials": n_trials},
+        n_startup_trials=4,
     )
-    spec: dict[str, Any] = {
-        "name": name,
-        "pool": {
-            "models": [
-                {"alias": m, "base_url": base_url, "model": m, "max_concurrency": 8}
-                for m in ("strong", "mid", "weak")
-            ]
-        },
-        "dataset": "tasks.jsonl",
-        "baseline": {"kind": "model", "model": "weak"},
-        "judge": {"kind": "exact_match"},
-        "space": {"max_layers": 2, "max_samples": 3, "max_proposers": 3},
-        "objectives": ["win_rate", "cost_usd"],
-        "evaluation": {"rungs": [max(2, items // 3), items], "concurrency": 4},
-        "budget": {"n_trials": n_trials},
-        "n_startup_trials": 4,
-    }
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def workers(n: int, trials: int, base_url: str, folder: Path) -> tuple[float, int]:

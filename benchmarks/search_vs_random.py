@@ -25,12 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from moa_search.config import AgentSpec, MixtureConfig
 from moa_search.study import SearchSession, choose_trial, describe_mixture
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, write_planted_study
 
 WORLD = PlantedWorld(
     skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
@@ -42,36 +40,21 @@ MODELS = ("strong", "mid", "weak")
 def write_spec(
     folder: Path, base_url: str, items: int, sampler: str, rungs: list[int], trials: int, seed: int
 ) -> Path:
-    data = planted_items(items)
-    (folder / "tasks.jsonl").write_text(
-        "".join(
-            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-            for i in data
-        )
+    return write_planted_study(
+        folder,
+        base_url,
+        n_items=items,
+        model_fields={"max_concurrency": 16},
+        name=f"bench-{sampler}-{seed}",
+        space={"min_layers": 1, "max_layers": 1, "max_samples": 3, "max_proposers": 3},
+        objectives=["win_rate"],
+        evaluation={"rungs": rungs, "concurrency": 8, "shuffle": True},
+        budget={"n_trials": trials},
+        sampler=sampler,
+        pruner="median" if len(rungs) > 1 else "none",
+        n_startup_trials=5,
+        seed=seed,
     )
-    spec: dict[str, Any] = {
-        "name": f"bench-{sampler}-{seed}",
-        "pool": {
-            "models": [
-                {"alias": m, "base_url": base_url, "model": m, "max_concurrency": 16}
-                for m in MODELS
-            ]
-        },
-        "dataset": "tasks.jsonl",
-        "baseline": {"kind": "model", "model": "weak"},
-        "judge": {"kind": "exact_match"},
-        "space": {"min_layers": 1, "max_layers": 1, "max_samples": 3, "max_proposers": 3},
-        "objectives": ["win_rate"],
-        "evaluation": {"rungs": rungs, "concurrency": 8, "shuffle": True},
-        "budget": {"n_trials": trials},
-        "sampler": sampler,
-        "pruner": "median" if len(rungs) > 1 else "none",
-        "n_startup_trials": 5,
-        "seed": seed,
-    }
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def all_mixtures() -> list[MixtureConfig]:

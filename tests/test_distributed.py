@@ -18,10 +18,9 @@ from typing import Any
 import optuna
 import pytest
 import redis
-import yaml
 
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, write_planted_study
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DB = "redis://127.0.0.1:6379/7"
@@ -43,33 +42,15 @@ def env() -> Iterator[dict[str, str]]:
 
 
 def write_spec(tmp_path: Path, base_url: str, name: str, n_trials: int) -> Path:
-    items = planted_items(12)
-    (tmp_path / "tasks.jsonl").write_text(
-        "".join(
-            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-            for i in items
-        )
+    return write_planted_study(
+        tmp_path,
+        base_url,
+        model_fields={"max_concurrency": 4},
+        name=name,
+        space={"max_layers": 2, "max_samples": 2, "max_proposers": 3},
+        evaluation={"rungs": [4, 12], "concurrency": 4},
+        budget={"n_trials": n_trials},
     )
-    spec: dict[str, Any] = {
-        "name": name,
-        "pool": {
-            "models": [
-                {"alias": m, "base_url": base_url, "model": m, "max_concurrency": 4}
-                for m in ("strong", "mid", "weak")
-            ]
-        },
-        "dataset": "tasks.jsonl",
-        "baseline": {"kind": "model", "model": "weak"},
-        "judge": {"kind": "exact_match"},
-        "space": {"max_layers": 2, "max_samples": 2, "max_proposers": 3},
-        "objectives": ["win_rate", "cost_usd"],
-        "evaluation": {"rungs": [4, 12], "concurrency": 4},
-        "budget": {"n_trials": n_trials},
-        "n_startup_trials": 2,
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def worker(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from pathlib import Path
-
-import yaml
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import ModelCallError, QuorumError
 from moa_search.executor import Executor
 from moa_search.study import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, write_planted_study
 
 FAULTS = dict(
     fault_rate=0.2,
@@ -82,39 +79,21 @@ def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> N
         aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
     )
     with FakeOpenAIServer(faulty(world)) as server:
-        items = planted_items(8)
-        (tmp_path / "tasks.jsonl").write_text(
-            "".join(
-                json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-                for i in items
-            )
-        )
-        spec = {
-            "name": "faulty",
-            "pool": {
-                "models": [
-                    {
-                        "alias": m,
-                        "base_url": server.base_url,
-                        "model": m,
-                        "timeout_s": 0.5,
-                        "max_retries": 3,
-                        "input_price_per_mtok": 1.0,
-                        "output_price_per_mtok": 1.0,
-                    }
-                    for m in ("strong", "mid", "weak")
-                ]
+        path = write_planted_study(
+            tmp_path,
+            server.base_url,
+            n_items=8,
+            model_fields={
+                "timeout_s": 0.5,
+                "max_retries": 3,
+                "input_price_per_mtok": 1.0,
+                "output_price_per_mtok": 1.0,
             },
-            "dataset": "tasks.jsonl",
-            "baseline": {"kind": "model", "model": "weak"},
-            "judge": {"kind": "exact_match"},
-            "space": {"max_layers": 2, "max_samples": 2, "max_proposers": 3},
-            "objectives": ["win_rate", "cost_usd"],
-            "evaluation": {"rungs": [4, 8], "concurrency": 4},
-            "budget": {"n_trials": 5},
-        }
-        path = tmp_path / "study.yaml"
-        path.write_text(yaml.safe_dump(spec))
+            name="faulty",
+            space={"max_layers": 2, "max_samples": 2, "max_proposers": 3},
+            evaluation={"rungs": [4, 8], "concurrency": 4},
+            budget={"n_trials": 5},
+        )
         session = SearchSession(path)
         try:
             session.optimize()

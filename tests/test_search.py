@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from moa_search.analysis import analyze
 from moa_search.cli import main
@@ -20,7 +19,7 @@ from moa_search.executor import Executor
 from moa_search.space import mixture_from_params
 from moa_search.study import SearchSession, choose_trial
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, planted_items, write_planted_study
 
 WORLD = PlantedWorld(
     skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
@@ -37,42 +36,23 @@ def server() -> Iterator[FakeOpenAIServer]:
 def write_spec(
     tmp_path: Path, server: FakeOpenAIServer, n_items: int = 12, **overrides: Any
 ) -> Path:
-    items = planted_items(n_items)
-    (tmp_path / "tasks.jsonl").write_text(
-        "".join(
-            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-            for i in items
-        )
-    )
-    spec: dict[str, Any] = {
-        "name": "planted",
-        "pool": {
-            "models": [
-                {
-                    "alias": m,
-                    "base_url": server.base_url,
-                    "model": m,
-                    "max_concurrency": 8,
-                    "input_price_per_mtok": 1.0,
-                    "output_price_per_mtok": 2.0,
-                }
-                for m in ("strong", "mid", "weak")
-            ]
+    return write_planted_study(
+        tmp_path,
+        server.base_url,
+        n_items=n_items,
+        model_fields={
+            "max_concurrency": 8,
+            "input_price_per_mtok": 1.0,
+            "output_price_per_mtok": 2.0,
         },
-        "dataset": "tasks.jsonl",
-        "baseline": {"kind": "model", "model": "weak", "max_tokens": 32},
-        "judge": {"kind": "exact_match"},
-        "space": {"max_layers": 2, "max_samples": 3, "max_proposers": 3},
-        "objectives": ["win_rate", "diversity", "cost_usd"],
-        "evaluation": {"rungs": [4, 12], "concurrency": 4},
-        "budget": {"n_trials": 6},
-        "n_startup_trials": 2,
-        "seed": 3,
-    }
-    spec.update(overrides)
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+        **{
+            "baseline": {"kind": "model", "model": "weak", "max_tokens": 32},
+            "objectives": ["win_rate", "diversity", "cost_usd"],
+            "evaluation": {"rungs": [4, 12], "concurrency": 4},
+            "seed": 3,
+            **overrides,
+        },
+    )
 
 
 def test_trials_replay_calls_are_reused_and_accounted(

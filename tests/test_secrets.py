@@ -4,7 +4,6 @@ the embeddings file, the logs, the traces or the command output."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 
 from moa_search.cli import main
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items
+from moa_search.testing.planted import PlantedWorld, planted_items, write_planted_study
 
 CANARY = "sk-canary-" + uuid.uuid4().hex
 ENV = "MOA_CANARY_KEY"
@@ -33,29 +32,17 @@ def test_canary_key_appears_nowhere(
         skill={"strong": 0.7, "weak": 0.2}, aggregation_skill={"strong": 0.5, "weak": 0.0}
     )
     with FakeOpenAIServer(world.behaviors(), require_api_key=CANARY) as server:
-        items = planted_items(6)
-        (tmp_path / "tasks.jsonl").write_text(
-            "".join(
-                json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
-                for i in items
-            )
+        path = write_planted_study(
+            tmp_path,
+            server.base_url,
+            n_items=6,
+            models=("strong", "weak"),
+            model_fields={"api_key_env": ENV},
+            name="canary",
+            evaluation={"rungs": [3, 6]},
+            budget={"n_trials": 3},
         )
-        spec = {
-            "name": "canary",
-            "pool": {
-                "models": [
-                    {"alias": m, "base_url": server.base_url, "model": m, "api_key_env": ENV}
-                    for m in ("strong", "weak")
-                ]
-            },
-            "dataset": "tasks.jsonl",
-            "baseline": {"kind": "model", "model": "weak"},
-            "judge": {"kind": "exact_match"},
-            "evaluation": {"rungs": [3, 6]},
-            "budget": {"n_trials": 3},
-        }
-        path = tmp_path / "study.yaml"
-        path.write_text(yaml.safe_dump(spec))
+        items = planted_items(6)
         out = tmp_path / "exported.yaml"
         assert main(["-v", "search", str(path)]) == 0
         assert main(["best", str(path), "--json"]) == 0

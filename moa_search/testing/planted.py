@@ -11,15 +11,20 @@ can be worked out by hand, which is what the search benchmark measures against.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from moa_search.dataset import TaskItem
 from moa_search.testing.fake_openai import ModelBehavior, RecordedRequest
 
-__all__ = ["PlantedWorld", "planted_items"]
+__all__ = ["PlantedWorld", "planted_items", "write_planted_study"]
 
 _CODE = re.compile(r"code word is (\w+)")
 _QUESTION = re.compile(r"question (\d+)")
@@ -72,3 +77,48 @@ class PlantedWorld:
             m: ModelBehavior(latency_s=self.latency_s, answer=lambda req, m=m: self._answer(m, req))
             for m in sorted(models)
         }
+
+
+def write_planted_study(
+    folder: Path,
+    base_url: str,
+    *,
+    n_items: int = 12,
+    models: Sequence[str] = ("strong", "mid", "weak"),
+    model_fields: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Path:
+    """Write ``tasks.jsonl`` (``n_items`` planted prompts) and ``study.yaml`` into ``folder``.
+
+    The spec searches ``models`` served at ``base_url`` against 'weak' with the exact-match
+    judge; ``model_fields`` are added to every pool entry and ``overrides`` replace top-level
+    spec keys. Returns the spec's path.
+    """
+    items = planted_items(n_items)
+    (folder / "tasks.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i.id, "prompt": i.prompt, "reference": i.reference}) + "\n"
+            for i in items
+        )
+    )
+    spec: dict[str, Any] = {
+        "name": "planted",
+        "pool": {
+            "models": [
+                {"alias": m, "base_url": base_url, "model": m, **(model_fields or {})}
+                for m in models
+            ]
+        },
+        "dataset": "tasks.jsonl",
+        "baseline": {"kind": "model", "model": models[-1]},
+        "judge": {"kind": "exact_match"},
+        "space": {"max_layers": 2, "max_samples": 3, "max_proposers": 3},
+        "objectives": ["win_rate", "cost_usd"],
+        "evaluation": {"rungs": [max(1, n_items // 3), n_items], "concurrency": 4},
+        "budget": {"n_trials": 6},
+        "n_startup_trials": 2,
+        **overrides,
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
