@@ -462,6 +462,33 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("report", help="write a study's report: one self-contained HTML file")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument(
+        "--n-boot",
+        type=_positive_int,
+        default=1000,
+        help="bootstrap resamples of the role analysis (default 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="analysis and importance seed (default 0)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from moa_search.report import write_report
+
+    session = _open_session(args)
+    try:
+        path = write_report(session, args.out, n_boot=args.n_boot, seed=args.seed)
+    finally:
+        session.close()
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moa-search", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more on stderr")
@@ -472,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_archon(sub)
     _add_analysis_commands(sub)
+    _add_report(sub)
     return parser
 
 

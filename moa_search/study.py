@@ -12,6 +12,7 @@ Storage defaults to an SQLite file beside the study's results; any Optuna RDB UR
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -228,6 +229,7 @@ class SearchSession:
             concurrency=self.spec.evaluation.concurrency,
         )
         self._runner: asyncio.Runner | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._study: optuna.Study | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -333,28 +335,51 @@ class SearchSession:
     # ------------------------------------------------------------------ running
 
     def _run(self, coro: Any) -> Any:
-        if self._runner is None:
-            self._runner = asyncio.Runner()
-        return self._runner.run(coro)
+        """Run a coroutine to completion from synchronous code (Optuna's objective).
+
+        Inside an already running event loop (a notebook's, a user's app) the coroutine runs on
+        a helper thread with its own loop, since a loop cannot be re-entered.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._runner is None:
+                self._runner = asyncio.Runner()
+            return self._runner.run(coro)
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, "moa-search-loop")
+        return self._thread.submit(asyncio.run, coro).result()
 
     def close(self) -> None:
         if self._runner is not None:
             self._runner.run(self.executor.aclose())
             self._runner.close()
             self._runner = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
         if self.cache is not None:
             self.cache.close()
         self.embedder.close()
 
     def mixture_for(self, params: dict[str, Any]) -> MixtureConfig:
         """Rebuild a trial's mixture from its params."""
-        return mixture_from_params(
-            params,
-            self.spec.space,
-            self.pool,
-            aggregation_prompt=self.spec.aggregation_prompt,
-            seed=self.spec.seed,
-        )
+        try:
+            return mixture_from_params(
+                params,
+                self.spec.space,
+                self.pool,
+                aggregation_prompt=self.spec.aggregation_prompt,
+                seed=self.spec.seed,
+            )
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(
+                str(self.spec_path),
+                "space",
+                "the search space the stored study was run with (its trials do not fit this "
+                "spec's space; give a changed study a new name)",
+                f"{type(exc).__name__}: {exc}",
+            ) from None
 
     def evaluate(self, mixture: MixtureConfig, items: Sequence[TaskItem]) -> Evaluation:
         return self.evaluator.summarize(self._run(self.evaluator.aoutcomes(mixture, items)))
