@@ -6,7 +6,8 @@ layer when the study's params are ``L{i}/...``) or, failing that, params ``n_lay
 ``samples/<alias>`` or ``L{i}/samples/<alias>`` and ``aggregator``; user attribute ``metrics``
 (:meth:`moa_search.objective.Evaluation.to_dict`, whose ``win_rate.mean`` and ``diversity`` are
 used) and ``mixture`` (its description, which names the aggregator when the study fixed it).
-Only COMPLETE trials with metrics count.
+Complete and pruned trials with metrics count (a pruned trial with the win rate of the
+prompts it was evaluated on); a repeated mixture counts once.
 
 - :func:`role_table` — per pool model, its effect on win rate as a proposer (per layer when the
   study chose compositions per layer, else "any layer") and as the aggregator: the
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 ProposerFeature = Literal["presence", "samples"]
 
-#: Fewer complete trials than this cannot be analysed.
+#: Fewer evaluated (complete or pruned) trials than this cannot be analysed.
 MIN_TRIALS = 4
 #: The partial correlation needs at least this many residual degrees of freedom (with fewer,
 #: the residuals of a handful of trials correlate perfectly by construction).
@@ -69,7 +70,7 @@ _LAYER_PARAM = re.compile(r"^L\d+/")
 
 
 class AnalysisError(MoaSearchError):
-    """The study cannot be analysed (too few complete trials with metrics)."""
+    """The study cannot be analysed (too few evaluated trials with metrics)."""
 
 
 # ----------------------------------------------------------------------------- results
@@ -287,7 +288,9 @@ def _row(trial: FrozenTrial, per_layer: bool = False) -> _TrialRow | None:
 def _rows(study: optuna.Study) -> tuple[list[_TrialRow], int]:
     complete = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        # pruned trials count too, with the win rate of the prompts they were evaluated on:
+        # dropping them would leave out exactly the mixtures that did badly
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if "duplicate_of" not in t.user_attrs  # a repeated mixture is one observation
     ]
     # compositions chosen per layer show as "L{i}/..." params (moa_search.space)
@@ -295,10 +298,10 @@ def _rows(study: optuna.Study) -> tuple[list[_TrialRow], int]:
     rows = [r for r in (_row(t, per_layer) for t in complete) if r is not None]
     skipped = len(complete) - len(rows)
     if skipped:
-        log.info("skipped %d complete trials without a win rate in their metrics", skipped)
+        log.info("skipped %d trials without a win rate in their metrics", skipped)
     if len(rows) < MIN_TRIALS:
         raise AnalysisError(
-            f"study {study.study_name!r} has {len(rows)} complete trial(s) with metrics; the "
+            f"study {study.study_name!r} has {len(rows)} evaluated trial(s) with metrics; the "
             f"analysis needs at least {MIN_TRIALS}"
         )
     return rows, skipped
@@ -460,7 +463,7 @@ def role_table(
         proposer_feature: ``"presence"`` (in the layer or not) or ``"samples"`` (per sample).
 
     Raises:
-        AnalysisError: fewer than :data:`MIN_TRIALS` complete trials with metrics.
+        AnalysisError: fewer than :data:`MIN_TRIALS` evaluated trials with metrics.
     """
     _check(n_boot, confidence, proposer_feature)
     rows, _ = _rows(study)
@@ -590,7 +593,7 @@ def quality_vs_diversity(
     arguments as :func:`role_table` (the penalty is chosen on the role design).
 
     Raises:
-        AnalysisError: fewer than :data:`MIN_TRIALS` complete trials with metrics.
+        AnalysisError: fewer than :data:`MIN_TRIALS` evaluated trials with metrics.
     """
     _check(n_boot, confidence, proposer_feature)
     rows, _ = _rows(study)
@@ -612,7 +615,7 @@ def analyze(
     design); arguments as :func:`role_table`.
 
     Raises:
-        AnalysisError: fewer than :data:`MIN_TRIALS` complete trials with metrics.
+        AnalysisError: fewer than :data:`MIN_TRIALS` evaluated trials with metrics.
     """
     _check(n_boot, confidence, proposer_feature)
     rows, skipped = _rows(study)
@@ -645,7 +648,7 @@ def format_analysis(result: AnalysisResult) -> str:
     """A plain-text report: the role table (win rates in percentage points), then diversity."""
     pct = round(result.confidence * 100)
     lines = [
-        f"{result.n_trials} complete trials (ridge alpha {result.alpha:g}, {result.n_boot} "
+        f"{result.n_trials} evaluated trials (ridge alpha {result.alpha:g}, {result.n_boot} "
         f"bootstrap resamples, {pct}% intervals; effects in win-rate points)",
         "",
         f"{'role':<10} {'layer':>5}  {'model':<28} {'effect':>7} {f'{pct}% CI':>16}  "

@@ -552,7 +552,7 @@ class SearchSession:
         )
         return TrialReport(
             number=trial.number,
-            state=trial.state.name.lower(),
+            state="repeat" if "duplicate_of" in trial.user_attrs else trial.state.name.lower(),
             values=values,
             win_rate=metrics.get("win_rate", {}).get("mean"),
             n_items=int(trial.user_attrs.get("n_items", 0)),

@@ -194,7 +194,7 @@ def test_aggregator_read_from_the_mixture_description() -> None:
     assert a_agg.significant and _inside(a_agg, 0.20)
 
 
-def test_only_complete_trials_with_metrics_count() -> None:
+def test_complete_and_pruned_trials_with_metrics_count() -> None:
     study = planted_study(n=30, seed=11)
     dist = {"aggregator": CategoricalDistribution(MODELS)}
     study.add_trials(
@@ -210,7 +210,9 @@ def test_only_complete_trials_with_metrics_count() -> None:
         ]
     )
     result = analyze(study, n_boot=50)
-    assert result.n_trials == 30 and result.n_skipped == 1
+    # the pruned trial counts (with the win rate it had when pruned); the failed one does not;
+    # the complete one without metrics is skipped
+    assert result.n_trials == 31 and result.n_skipped == 1
 
 
 def test_standalone_functions_agree_with_analyze(shared_result: Any) -> None:
