@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from moa_search.backends import Backend, Completion, estimate_tokens
-from moa_search.config import ModelSpec, Pool
+from moa_search.config import REPLAY_BASE_URL, ModelSpec, Pool
 from moa_search.dataset import TaskItem
 from moa_search.diversity import TextEmbedder, diversity
 from moa_search.errors import ConfigError, MoaSearchError, ModelCallError
@@ -94,8 +94,6 @@ LEADERBOARD_COLUMNS = (
     "n_total",
     "discrete_win_rate",
 )
-#: The ``base_url`` of replayed models: ``.invalid`` never resolves, so nothing is reachable.
-REPLAY_BASE_URL = "http://replay.invalid/v1"
 
 # The GLM's features, as AlpacaEval names its weight columns (patsy terms of
 # "np.tanh(std_delta_len) + instruction_difficulty + not_gamed_baseline.astype(float) - 1").

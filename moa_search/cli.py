@@ -523,6 +523,8 @@ def preflight(source: str, prefix: str, pool: Pool, aliases: Sequence[str]) -> N
                 f"the environment variable {spec.api_key_env} to hold the API key of model "
                 f"'{spec.alias}', but it is not set",
             )
+        if spec.replay:
+            continue  # recorded answers: no endpoint to reach
         url = urlsplit(spec.base_url)
         host = url.hostname or ""
         port = url.port or (443 if url.scheme == "https" else 80)

@@ -24,6 +24,7 @@ from moa_search.errors import ConfigError
 
 __all__ = [
     "DEFAULT_AGGREGATION_PROMPT",
+    "REPLAY_BASE_URL",
     "AgentSpec",
     "MixtureConfig",
     "ModelSpec",
@@ -55,11 +56,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: The ``base_url`` of replayed models: ``.invalid`` never resolves, so nothing is reachable.
+REPLAY_BASE_URL = "http://replay.invalid/v1"
+
+
 class ModelSpec(_Frozen):
-    """One model reachable through an OpenAI-compatible endpoint."""
+    """One model reachable through an OpenAI-compatible endpoint — or, with ``replay``, a
+    model whose recorded answers (an AlpacaEval ``model_outputs.json``) stand in for calls.
+
+    A relative ``replay`` path is relative to the file that declares the pool.
+    """
 
     alias: Annotated[str, Field(pattern=_ALIAS, max_length=100)]
     base_url: str
+    replay: str | None = None
     model: Annotated[str, Field(min_length=1)]
     api_key_env: str | None = None
     input_price_per_mtok: Annotated[float, Field(ge=0, le=10_000)] = 0.0
@@ -67,6 +77,13 @@ class ModelSpec(_Frozen):
     max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 4
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     max_retries: Annotated[int, Field(ge=0, le=20)] = 2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_needs_no_url(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("replay") and "base_url" not in data:
+            return {**data, "base_url": REPLAY_BASE_URL}
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -116,6 +133,16 @@ class Pool(_Frozen):
     @property
     def aliases(self) -> tuple[str, ...]:
         return tuple(m.alias for m in self.models)
+
+    def relative_to(self, folder: str | os.PathLike[str]) -> Pool:
+        """This pool with relative ``replay`` paths made absolute from ``folder``."""
+        models = tuple(
+            m.model_copy(update={"replay": str(Path(folder) / m.replay)})
+            if m.replay and not Path(m.replay).is_absolute()
+            else m
+            for m in self.models
+        )
+        return self.model_copy(update={"models": models})
 
     def get(self, alias: str) -> ModelSpec:
         for spec in self.models:
@@ -307,8 +334,9 @@ def _validate(model: type[BaseModel], data: Mapping[str, Any], source: str) -> A
 
 
 def load_pool(path: str | os.PathLike[str]) -> Pool:
-    """Load and validate a pool file."""
-    return _validate(Pool, load_mapping(path, "pool file"), str(path))
+    """Load and validate a pool file (replay paths resolved against its folder)."""
+    pool: Pool = _validate(Pool, load_mapping(path, "pool file"), str(path))
+    return pool.relative_to(Path(path).parent)
 
 
 def load_mixture(path: str | os.PathLike[str]) -> MixtureConfig:
@@ -331,7 +359,8 @@ def resolve_pool(
     if pool_path is not None:
         pool = load_pool(pool_path)
     elif isinstance(mixture.pool, Pool):
-        pool = mixture.pool
+        base = Path(mixture_path).parent if mixture_path is not None else Path.cwd()
+        pool = mixture.pool.relative_to(base)
     elif isinstance(mixture.pool, str):
         base = Path(mixture_path).parent if mixture_path is not None else Path.cwd()
         pool = load_pool(base / mixture.pool)

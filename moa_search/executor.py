@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from moa_search.backends import Backend, Completion, OpenAIBackend, retry_delay
 from moa_search.cache import Cache, CachedAnswer
-from moa_search.config import AgentSpec, MixtureConfig, Pool
+from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import MoaSearchError, ModelCallError, QuorumError
 from moa_search.prompting import (
     ChatRequest,
@@ -139,7 +139,8 @@ class Executor:
         self.cache = cache
         self._backends: dict[str, Backend] = dict(backends or {})
         for spec in pool.models:
-            self._backends.setdefault(spec.alias, OpenAIBackend(spec))
+            if spec.alias not in self._backends:
+                self._backends[spec.alias] = _default_backend(spec)
         self._rng = random.Random(seed)
 
     def backend(self, alias: str) -> Backend:
@@ -526,6 +527,15 @@ class Executor:
         elapsed = time.perf_counter() - t0
         trace = Trace.of(records, elapsed, first_token_s=elapsed, extra=extra)
         return RunResult(chosen, trace)
+
+
+def _default_backend(spec: ModelSpec) -> Backend:
+    """An OpenAI-compatible client, or the recorded answers of a ``replay`` model."""
+    if spec.replay:
+        from moa_search.alpaca import ReplayBackend, load_model_outputs
+
+        return ReplayBackend(spec, load_model_outputs(spec.replay))
+    return OpenAIBackend(spec)
 
 
 class _Emitted(Exception):  # noqa: N818 - internal signal, not an error users see

@@ -75,11 +75,12 @@ class BaselineSpec(_Frozen):
 class JudgeSpec(_Frozen):
     """Which judge decides each comparison (see :mod:`moa_search.judges`)."""
 
-    kind: Literal["reference_embedding", "pairwise_llm", "exact_match", "callable"]
+    kind: Literal["reference_embedding", "pairwise_llm", "exact_match", "callable", "recorded"]
     model: str | None = None
     both_orders: bool = False
     pattern: str | None = None
     function: str | None = None
+    annotations: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _fields_needed(self) -> JudgeSpec:
@@ -87,6 +88,10 @@ class JudgeSpec(_Frozen):
             raise ValueError("a pool model alias in 'model' for the pairwise_llm judge")
         if self.kind == "callable" and not self.function:
             raise ValueError("'function: package.module:function' for the callable judge")
+        if self.kind == "recorded" and not self.annotations:
+            raise ValueError(
+                "'annotations': AlpacaEval annotations.json files for the recorded judge"
+            )
         return self
 
 
@@ -176,6 +181,7 @@ class StudySpec(_Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
     pool: Pool | str | None = None
     dataset: str
+    dataset_limit: Annotated[int, Field(ge=1)] | None = None
     baseline: BaselineSpec
     judge: JudgeSpec
     space: SearchSpaceSpec = SearchSpaceSpec()
@@ -254,7 +260,7 @@ def spec_pool(
     """The spec's pool (inline, a path relative to the spec, or the local pool), checked."""
     source = str(spec_path)
     if isinstance(spec.pool, Pool):
-        pool = spec.pool
+        pool = spec.pool.relative_to(Path(spec_path).parent)
     elif isinstance(spec.pool, str):
         pool = load_pool(Path(spec_path).parent / spec.pool)
     elif default_pool_path is not None and default_pool_path.exists():

@@ -193,7 +193,7 @@ class SearchSession:
         self.spec_path = Path(spec_path)
         self.spec = load_study_spec(spec_path)
         self.pool: Pool = spec_pool(self.spec, spec_path, default_pool_path)
-        items = load_dataset(spec_dataset_path(self.spec, spec_path))
+        items = _load_items(spec_dataset_path(self.spec, spec_path), self.spec.dataset_limit)
         self.dataset_hash = dataset_hash(items)
         if self.spec.judge.kind in ("reference_embedding", "exact_match") or (
             self.spec.baseline.kind == "references"
@@ -249,6 +249,14 @@ class SearchSession:
             return PairwiseLLMJudge(self.executor, j.model, both_orders=j.both_orders)
         if j.kind == "exact_match":
             return ExactMatchJudge(pattern=j.pattern)
+        if j.kind == "recorded":
+            from moa_search.alpaca import RecordedJudge, load_annotations
+
+            assert j.annotations is not None
+            folder = self.spec_path.parent
+            return RecordedJudge(
+                [a for path in j.annotations for a in load_annotations(folder / path)]
+            )
         assert j.function is not None
         return load_callable_judge(j.function)
 
@@ -618,6 +626,19 @@ class SearchSession:
                 str(number),
             )
         return trials[number]
+
+
+def _load_items(path: Path, limit: int | None) -> tuple[TaskItem, ...]:
+    """A JSONL dataset, or an AlpacaEval ``model_outputs.json`` (instruction as the prompt,
+    the recorded output as the reference), the first ``limit`` items."""
+    if path.suffix.lower() == ".json":
+        from moa_search.alpaca import load_model_outputs
+
+        outputs = load_model_outputs(path)
+        items = tuple(TaskItem(str(i), o.instruction, o.output) for i, o in enumerate(outputs))
+    else:
+        items = load_dataset(path)
+    return items[:limit] if limit is not None else items
 
 
 def mixture_key(m: MixtureConfig) -> str:
