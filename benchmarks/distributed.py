@@ -78,7 +78,13 @@ def workers(n: int, trials: int, base_url: str, folder: Path) -> tuple[float, in
             raise SystemExit(err)
     elapsed = time.perf_counter() - t0
     study = optuna.load_study(study_name=name, storage=PG_URL)
-    done = len([t for t in study.get_trials() if t.state.is_finished()])
+    done = len(  # the trials the budget counts: not invalid mixtures, not repeated ones
+        [
+            t
+            for t in study.get_trials()
+            if t.state.is_finished() and not {"invalid", "duplicate_of"} & set(t.user_attrs)
+        ]
+    )
     optuna.delete_study(study_name=name, storage=PG_URL)
     return elapsed, done
 
@@ -97,8 +103,8 @@ def main() -> None:
             rate = done / elapsed * 60
             base = base or rate
             print(
-                f"  {n} worker(s): {done} trials in {elapsed:.1f} s = {rate:.1f} trials/min "
-                f"({rate / base:.2f}x)"
+                f"  {n} worker(s): {done} counted trials in {elapsed:.1f} s wall time "
+                f"(process start included) = {rate:.1f} trials/min ({rate / base:.2f}x)"
             )
 
         folder = Path(tmp) / "fifty"
