@@ -104,3 +104,39 @@ def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> N
         assert {r.fault for r in server.requests} - {"ok"}  # faults really happened
         assert totals["attempts"] == server.count()
         assert totals["model_calls"] < totals["attempts"]  # retries were needed and counted
+
+
+def test_serve_answers_every_request_under_faults() -> None:
+    from openai import OpenAI
+
+    from moa_search.serve import create_app, running
+
+    behaviors = {
+        m: ModelBehavior(seed=10 + i, stream_chunk_delay_s=0.001, **FAULTS)
+        for i, m in enumerate(("p1", "p2", "agg"))
+    }
+    with FakeOpenAIServer(behaviors) as server:
+        pool = Pool(
+            models=tuple(
+                ModelSpec(alias=m, base_url=server.base_url, model=m, timeout_s=0.5, max_retries=4)
+                for m in behaviors
+            )
+        )
+        m = MixtureConfig(
+            name="moa",
+            layers=((AgentSpec(model="p1"), AgentSpec(model="p2")),),
+            aggregator=AgentSpec(model="agg"),
+        )
+        with running(create_app({"moa": (m, pool)})) as url:
+            client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+            messages = [{"role": "user", "content": "hello"}]
+            for i in range(6):
+                resp = client.chat.completions.create(
+                    model="moa", messages=[{"role": "user", "content": f"hello {i}"}]
+                )
+                assert resp.choices[0].message.content
+                chunks = client.chat.completions.create(model="moa", messages=messages, stream=True)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                assert text
+            client.close()
+        assert {r.fault for r in server.requests} - {"ok"}  # faults really happened
