@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from moa_search.backends import Backend, Completion, estimate_tokens
-from moa_search.config import REPLAY_BASE_URL, ModelSpec, Pool
+from moa_search.config import REPLAY_BASE_URL, ModelSpec, Pool, read_text_file
 from moa_search.dataset import TaskItem
 from moa_search.diversity import TextEmbedder, diversity
 from moa_search.errors import ConfigError, MoaSearchError, ModelCallError
@@ -156,22 +156,8 @@ class ModelOutput:
 
 
 def _read_json_list(path: str | os.PathLike[str], what: str) -> list[Any]:
-    p = Path(path)
-    source = str(p)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(source, "", f"an existing {what}, but there is no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "", f"a {what}, but this is a directory") from None
-    except OSError as exc:
-        raise ConfigError(source, "", f"a readable {what}", exc.strerror) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            source, "", f"a UTF-8 {what}", f"a byte that is not UTF-8 at offset {exc.start}"
-        ) from None
+    source = str(Path(path))
+    text = read_text_file(path, what)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moa_search._sqlite import ThreadLocalSQLite
+
 __all__ = [
     "Cache",
     "CacheStats",
@@ -139,8 +141,7 @@ class SQLiteCache(Cache):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._db = ThreadLocalSQLite(self.path)
         conn = self._conn()
         conn.execute(
             "CREATE TABLE IF NOT EXISTS responses ("
@@ -149,13 +150,7 @@ class SQLiteCache(Cache):
         conn.commit()
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     def get(self, key: str) -> CachedAnswer | None:
         row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
@@ -180,10 +175,7 @@ class SQLiteCache(Cache):
         return int(self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
 
 class RedisCache(Cache):

@@ -33,6 +33,7 @@ __all__ = [
     "load_mapping",
     "load_mixture",
     "load_pool",
+    "read_text_file",
     "resolve_pool",
     "save_mixture",
     "save_pool",
@@ -285,8 +286,9 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
     return err
 
 
-def load_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[str, Any]:
-    """Read a YAML or JSON file that must hold a mapping; errors become ConfigError."""
+def read_text_file(path: str | os.PathLike[str], what: str) -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file is a ConfigError
+    naming the file and saying it should be ``what``."""
     p = Path(path)
     source = str(p)
     try:
@@ -298,11 +300,18 @@ def load_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[str, 
     except OSError as exc:
         raise ConfigError(source, "", f"a readable {what}", exc.strerror) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             source, "", f"a UTF-8 text {what}", f"a byte that is not UTF-8 at offset {exc.start}"
         ) from None
+
+
+def load_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[str, Any]:
+    """Read a YAML or JSON file that must hold a mapping; errors become ConfigError."""
+    p = Path(path)
+    source = str(p)
+    text = read_text_file(p, what)
     if not text.strip():
         raise ConfigError(source, "", f"a {what} with content, but it is empty")
     try:
