@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import optuna
 import pytest
 
@@ -16,6 +17,7 @@ from moa_search.analysis import analyze
 from moa_search.cli import main
 from moa_search.config import load_mixture
 from moa_search.executor import Executor
+from moa_search.serve import app_from_files, running
 from moa_search.space import mixture_from_params
 from moa_search.study import SearchSession, choose_trial
 from moa_search.testing import FakeOpenAIServer
@@ -189,6 +191,19 @@ def test_cli_search_best_export_run(
     assert "code word" in result.answer
     assert main(["run", str(out), "--cache", "none", planted_items(2)[1].prompt]) == 0
     assert "code word" in capsys.readouterr().out
+    # the exported file, served as is, streams its answer to the official openai client
+    with running(app_from_files([out])) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        model = client.models.list().data[0].id
+        assert model == mixture.name
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": planted_items(3)[2].prompt}],
+            stream=True,
+        )
+        pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+        client.close()
+    assert len([p for p in pieces if p]) > 1 and "code word" in "".join(pieces)
 
 
 @pytest.mark.parametrize(
