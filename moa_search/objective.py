@@ -103,7 +103,6 @@ class Evaluator:
         embedder: Embedder | None,
         *,
         concurrency: int = 4,
-        aggregation_prompt: str | None = None,
     ) -> None:
         self.executor = executor
         self.judge = judge
@@ -111,7 +110,6 @@ class Evaluator:
         self.embedder = embedder
         self.concurrency = concurrency
         self._baseline_answers: dict[str, tuple[str, list[CallRecord]]] = {}
-        self._aggregation_prompt = aggregation_prompt
 
     async def abaseline(self, item: TaskItem) -> tuple[str, list[CallRecord]]:
         """The baseline's answer to ``item`` (computed once per evaluator) and its calls."""
