@@ -15,6 +15,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 
@@ -211,58 +212,78 @@ class OpenAIBackend(Backend):
     async def complete(self, request: ChatRequest) -> Completion:
         try:
             async with asyncio.timeout(self.spec.timeout_s):
-                resp = await self.client().chat.completions.create(**self._kwargs(request))  # type: ignore[call-overload]
-            if isinstance(resp, str | bytes) or not getattr(resp, "choices", None):
+                data = await self.client().post(
+                    "/chat/completions", body=self._kwargs(request), cast_to=object
+                )
+            choices = data.get("choices") if isinstance(data, dict) else None
+            if not choices or not isinstance(choices[0], dict):
                 raise ModelCallError(
                     self.spec.alias, "malformed_response", "no choices in the answer"
                 )
-            text = resp.choices[0].message.content or ""
-            usage = resp.usage
+            message = choices[0].get("message") or {}
+            text = message.get("content") or ""
+            finish = choices[0].get("finish_reason")
+            usage = data.get("usage") or {}
         except ModelCallError:
             raise
         except Exception as exc:
             raise classify(self.spec.alias, exc) from exc
-        if usage is not None and usage.completion_tokens is not None:
+        if not isinstance(text, str):
+            raise ModelCallError(self.spec.alias, "malformed_response", "the content is not text")
+        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
             return Completion(
                 text,
-                int(usage.prompt_tokens or 0),
-                int(usage.completion_tokens),
-                resp.choices[0].finish_reason,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage["completion_tokens"]),
+                finish,
             )
         prompt_text = "".join(c for _, c in request.messages)
         return Completion(
             text,
             estimate_tokens(prompt_text),
             estimate_tokens(text),
-            resp.choices[0].finish_reason,
+            finish,
             usage_estimated=True,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         pieces: list[str] = []
-        usage = None
+        usage: dict[str, Any] | None = None
         finish: str | None = None
         chunks = 0
         try:
-            stream = await self.client().chat.completions.create(
-                **self._kwargs(request),  # type: ignore[arg-type]
+            stream = await self.client().post(
+                "/chat/completions",
+                body={
+                    **self._kwargs(request),
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+                cast_to=object,
                 stream=True,
-                stream_options={"include_usage": True},
+                stream_cls=openai.AsyncStream[object],
             )
             async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if not chunk.choices:
+                if not isinstance(chunk, dict):
+                    raise ModelCallError(
+                        self.spec.alias, "malformed_response", "a chunk is not JSON"
+                    )
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices") or ()
+                if not choices:
                     continue
-                choice = chunk.choices[0]
-                delta = choice.delta.content if choice.delta else None
+                choice = choices[0]
+                delta = (choice.get("delta") or {}).get("content")
                 if delta:
                     chunks += 1
                     pieces.append(delta)
                     yield delta
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-        except ModelCallError:
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        except ModelCallError as err:
+            if pieces and err.kind == "malformed_response":
+                raise ModelCallError(self.spec.alias, "stream_interrupted", err.detail) from err
             raise
         except Exception as exc:
             err = classify(self.spec.alias, exc)
@@ -273,9 +294,9 @@ class OpenAIBackend(Backend):
             kind = "stream_interrupted" if pieces else "malformed_response"
             raise ModelCallError(self.spec.alias, kind, "the stream ended without a finish reason")
         text = "".join(pieces)
-        if usage is not None and usage.completion_tokens is not None:
+        if usage is not None and usage.get("completion_tokens") is not None:
             yield Completion(
-                text, int(usage.prompt_tokens or 0), int(usage.completion_tokens), finish
+                text, int(usage.get("prompt_tokens") or 0), int(usage["completion_tokens"]), finish
             )
         else:
             prompt_text = "".join(c for _, c in request.messages)
