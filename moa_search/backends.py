@@ -170,7 +170,10 @@ class OpenAIBackend(Backend):
     """A model behind any OpenAI-compatible endpoint, reached with ``AsyncOpenAI``.
 
     The client is created per event loop (connection pools belong to a loop) with the SDK's
-    own retries disabled: the executor retries, so that every attempt is accounted for.
+    own retries disabled: the executor retries, so that every attempt is accounted for. Requests
+    go through the client's ``post()`` with plain JSON in and out: the SDK's transport, errors
+    and SSE parsing, without building typed request and response objects (which cost more CPU
+    than everything else a served request does).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
