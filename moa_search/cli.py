@@ -636,7 +636,7 @@ def _cmd_local(args: argparse.Namespace) -> int:
             print(f"running: {server.alias} at {server.base_url} (pid {server.pid})")
         print(f"pool file: {status.pool_path}")
     else:
-        print("not running")
+        print("stopped" if args.action == "down" else "not running")
     return 0 if status.running or args.action == "down" else 1
 
 
