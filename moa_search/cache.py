@@ -105,6 +105,27 @@ class Cache(ABC):
     @abstractmethod
     async def aset(self, key: str, value: CachedAnswer) -> None: ...
 
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        """Like :meth:`aget`, without counting a hit or a miss (for polling)."""
+        value = await self.aget(key)
+        with self.stats._lock:
+            if value is None:
+                self.stats.misses -= 1
+            else:
+                self.stats.hits -= 1
+        return value
+
+    async def aclaim(self, key: str, ttl_s: float) -> bool:
+        """Claim the right to make the call behind ``key`` for ``ttl_s`` seconds.
+
+        Returns False when another worker holds the claim (it is making that call). Caches not
+        shared between workers need no coordination: the default always grants the claim.
+        """
+        return True
+
+    async def arelease(self, key: str) -> None:  # noqa: B027 - optional hook
+        """Give up a claim (the call finished, or failed)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the default does nothing."""
 
@@ -181,7 +202,9 @@ class SQLiteCache(Cache):
 class RedisCache(Cache):
     """A Redis server shared by several workers (processes or machines).
 
-    Keys are ``<prefix><request hash>``; values the same JSON as the SQLite cache. Uses the
+    Keys are ``<prefix><request hash>``; values the same JSON as the SQLite cache. A worker about
+    to make a call first claims it (``<prefix>claim:<hash>``, expiring), so that a second worker
+    wanting the same answer waits for it instead of paying for it again. Uses the
     synchronous client: a lookup on a nearby server takes well under a millisecond, and one
     client is safe across threads and event loops. The URL may carry a password; it is never
     logged or stored.
@@ -221,8 +244,23 @@ class RedisCache(Cache):
     async def aset(self, key: str, value: CachedAnswer) -> None:
         self.set(key, value)
 
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        raw = self._client.get(self.prefix + key)
+        return CachedAnswer.from_json(raw) if raw is not None else None  # type: ignore[arg-type]
+
+    async def aclaim(self, key: str, ttl_s: float) -> bool:
+        claim = f"{self.prefix}claim:{key}"
+        return bool(self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))))
+
+    async def arelease(self, key: str) -> None:
+        self._client.delete(f"{self.prefix}claim:{key}")
+
     def __len__(self) -> int:
-        return sum(1 for _ in self._client.scan_iter(match=self.prefix + "*", count=1000))
+        return sum(
+            1
+            for k in self._client.scan_iter(match=self.prefix + "*", count=1000)
+            if not k.decode().startswith(self.prefix + "claim:")
+        )
 
     def clear(self) -> None:
         """Delete this cache's keys (and nothing else in the database)."""

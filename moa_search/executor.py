@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from moa_search._constants import MAX_RETRY_DELAY_S
 from moa_search.backends import Backend, Completion, OpenAIBackend, retry_delay
 from moa_search.cache import Cache, CachedAnswer
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
@@ -184,8 +185,11 @@ class Executor:
         started_s = start - run_start if run_start is not None else 0.0
         spec = self.pool.get(request.alias)
         key = request.cache_key() if self.cache is not None else ""
+        claimed = False
         if self.cache is not None:
             hit = await self.cache.aget(key)
+            if hit is None:
+                hit, claimed = await self._claim_or_wait(key, spec)
             if hit is not None:
                 if on_delta is not None and hit.text:
                     on_delta(hit.text)
@@ -207,6 +211,59 @@ class Executor:
                     usage_estimated=hit.usage_estimated,
                 )
                 return _CallOutcome(record, completion)
+        try:
+            return await self._make_call(
+                request, layer, role, on_delta, start, started_s, key, spec
+            )
+        finally:
+            if claimed and self.cache is not None:
+                await self.cache.arelease(key)
+
+    async def _claim_or_wait(self, key: str, spec: ModelSpec) -> tuple[CachedAnswer | None, bool]:
+        """Before paying for a call, claim it in a shared cache; if another worker already
+        has it in flight, wait for its answer. Returns (the other worker's answer or None,
+        whether this worker holds the claim). A worker that dies drops its claim when it
+        expires, and a wait never outlasts the call's own worst case."""
+        cache = self.cache
+        assert cache is not None
+        budget = spec.timeout_s * (spec.max_retries + 1) + MAX_RETRY_DELAY_S * spec.max_retries
+
+        async def claim() -> tuple[CachedAnswer | None, bool]:
+            # Checked again once claimed: another worker may have stored the answer and
+            # released its claim between our lookup and our claim.
+            hit = await cache.apeek(key)
+            if hit is not None:
+                await cache.arelease(key)
+                cache.stats.count(True)
+                return hit, False
+            return None, True
+
+        if await cache.aclaim(key, budget):
+            return await claim()
+        deadline = time.perf_counter() + budget
+        delay = 0.02
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+            hit = await cache.apeek(key)
+            if hit is not None:
+                cache.stats.count(True)
+                return hit, False
+            if await cache.aclaim(key, budget):  # the other worker gave up
+                return await claim()
+        return None, False
+
+    async def _make_call(
+        self,
+        request: ChatRequest,
+        layer: int,
+        role: Role,
+        on_delta: Callable[[str], None] | None,
+        start: float,
+        started_s: float,
+        key: str,
+        spec: ModelSpec,
+    ) -> _CallOutcome:
         backend = self.backend(request.alias)
         attempts = 0
         emitted = ""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -127,3 +128,40 @@ def test_canary_key_never_reaches_cache_keys_or_values(
     finally:
         server.stop()
         os.environ.pop("MOA_TEST_CANARY_KEY", None)
+
+
+def test_a_call_in_flight_at_one_worker_is_not_paid_for_again_by_another(
+    redis_prefix: str,
+) -> None:
+    import asyncio
+
+    server = FakeOpenAIServer({"p": ModelBehavior(latency_s=0.4), "agg": ModelBehavior()}).start()
+    try:
+        pool = Pool(
+            models=tuple(
+                ModelSpec(alias=m, base_url=server.base_url, model=m) for m in ("p", "agg")
+            )
+        )
+        m = MixtureConfig(
+            layers=((AgentSpec(model="p", samples=2),),), aggregator=AgentSpec(model="agg")
+        )
+        worker1 = Executor(pool, cache=RedisCache(REDIS_URL, prefix=redis_prefix))
+        worker2 = Executor(pool, cache=RedisCache(REDIS_URL, prefix=redis_prefix))
+
+        async def both() -> list[Any]:
+            first = asyncio.create_task(worker1.arun(m, "same prompt"))
+            await asyncio.sleep(0.1)  # worker 1's proposer calls are in flight
+            second = asyncio.create_task(worker2.arun(m, "same prompt"))
+            out = [await first, await second]
+            await worker1.aclose()
+            await worker2.aclose()
+            return out
+
+        r1, r2 = asyncio.run(both())
+        assert server.count() == 3  # two proposer samples and one aggregator, each paid once
+        assert r1.answer == r2.answer
+        assert r1.trace.cache_hits == 0 and r2.trace.cache_hits == 3
+        assert r2.trace.calls[0].latency_s > 0.2  # it waited for worker 1's answer
+        assert len(RedisCache(REDIS_URL, prefix=redis_prefix)) == 3  # claims are not answers
+    finally:
+        server.stop()

@@ -104,6 +104,10 @@ def test_two_workers_share_one_postgres_study_and_one_redis_cache(
             assert 8 <= len(done) <= 9, [(t.number, t.state, t.user_attrs) for t in done]
             assert len({t.user_attrs["worker"] for t in done}) == 2, outs
             assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
+            # running side by side, the two workers never paid twice for one call: a call one
+            # had in flight, the other waited for (the claim in the shared cache)
+            keys = [request_key(r) for r in server.requests]
+            assert len(keys) == len(set(keys))
             # a third worker, started after both finished, pays for nothing they paid for
             before = {request_key(r) for r in server.requests}
             n_before = server.count()
