@@ -90,36 +90,36 @@ class CacheStats:
 class Cache(ABC):
     """A persistent response cache.
 
-    Contract: :meth:`aget` returns the answer stored under ``key`` or ``None`` and counts a hit
-    or a miss in :attr:`stats`; :meth:`aset` stores an answer (the last write wins; writing the
-    same key twice is harmless). Implementations must be safe to share between concurrent calls
-    of one event loop, and, where the backing store allows it, between processes.
+    Contract: :meth:`apeek` returns the answer stored under ``key`` or ``None``; :meth:`aget`
+    does the same and counts a hit or a miss in :attr:`stats`; :meth:`aset` stores an answer
+    (the last write wins; writing the same key twice is harmless). Implementations must be safe
+    to share between concurrent calls of one event loop, and, where the backing store allows
+    it, between processes. A cache shared by several workers also implements :meth:`aclaim`
+    and :meth:`arelease`, so that one call is paid for once.
     """
 
     def __init__(self) -> None:
         self.stats = CacheStats()
 
     @abstractmethod
-    async def aget(self, key: str) -> CachedAnswer | None: ...
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        """The stored answer, without counting the lookup."""
 
     @abstractmethod
     async def aset(self, key: str, value: CachedAnswer) -> None: ...
 
-    async def apeek(self, key: str) -> CachedAnswer | None:
-        """Like :meth:`aget`, without counting a hit or a miss (for polling)."""
-        value = await self.aget(key)
-        with self.stats._lock:
-            if value is None:
-                self.stats.misses -= 1
-            else:
-                self.stats.hits -= 1
+    async def aget(self, key: str) -> CachedAnswer | None:
+        """The stored answer; the lookup is counted as a hit or a miss."""
+        value = await self.apeek(key)
+        self.stats.count(value is not None)
         return value
 
     async def aclaim(self, key: str, ttl_s: float) -> bool:
         """Claim the right to make the call behind ``key`` for ``ttl_s`` seconds.
 
-        Returns False when another worker holds the claim (it is making that call). Caches not
-        shared between workers need no coordination: the default always grants the claim.
+        Returns False when another worker holds the claim (it is making that call) or has
+        already stored the answer. Caches not shared between workers need no coordination:
+        the default always grants the claim.
         """
         return True
 
@@ -140,10 +140,8 @@ class MemoryCache(Cache):
         super().__init__()
         self._data: dict[str, CachedAnswer] = {}
 
-    async def aget(self, key: str) -> CachedAnswer | None:
-        value = self._data.get(key)
-        self.stats.count(value is not None)
-        return value
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        return self._data.get(key)
 
     async def aset(self, key: str, value: CachedAnswer) -> None:
         self._data[key] = value
@@ -173,9 +171,12 @@ class SQLiteCache(Cache):
     def _conn(self) -> sqlite3.Connection:
         return self._db.conn()
 
-    def get(self, key: str) -> CachedAnswer | None:
+    def peek(self, key: str) -> CachedAnswer | None:
         row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-        value = CachedAnswer.from_json(row[0]) if row else None
+        return CachedAnswer.from_json(row[0]) if row else None
+
+    def get(self, key: str) -> CachedAnswer | None:
+        value = self.peek(key)
         self.stats.count(value is not None)
         return value
 
@@ -186,8 +187,8 @@ class SQLiteCache(Cache):
         )
         self.stats.writes += 1
 
-    async def aget(self, key: str) -> CachedAnswer | None:
-        return self.get(key)
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        return self.peek(key)
 
     async def aset(self, key: str, value: CachedAnswer) -> None:
         self.set(key, value)
@@ -228,9 +229,12 @@ class RedisCache(Cache):
                 f"{type(exc).__name__} from {_redact(url)}",
             ) from None
 
-    def get(self, key: str) -> CachedAnswer | None:
+    def peek(self, key: str) -> CachedAnswer | None:
         raw = self._client.get(self.prefix + key)
-        value = CachedAnswer.from_json(raw) if raw is not None else None  # type: ignore[arg-type]
+        return CachedAnswer.from_json(raw) if raw is not None else None  # type: ignore[arg-type]
+
+    def get(self, key: str) -> CachedAnswer | None:
+        value = self.peek(key)
         self.stats.count(value is not None)
         return value
 
@@ -238,19 +242,21 @@ class RedisCache(Cache):
         self._client.set(self.prefix + key, value.to_json())
         self.stats.writes += 1
 
-    async def aget(self, key: str) -> CachedAnswer | None:
-        return self.get(key)
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        return self.peek(key)
 
     async def aset(self, key: str, value: CachedAnswer) -> None:
         self.set(key, value)
 
-    async def apeek(self, key: str) -> CachedAnswer | None:
-        raw = self._client.get(self.prefix + key)
-        return CachedAnswer.from_json(raw) if raw is not None else None  # type: ignore[arg-type]
-
     async def aclaim(self, key: str, ttl_s: float) -> bool:
         claim = f"{self.prefix}claim:{key}"
-        return bool(self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))))
+        if not self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))):
+            return False
+        if self._client.exists(self.prefix + key):
+            # stored (and its claim released) between the caller's lookup and this claim
+            self._client.delete(claim)
+            return False
+        return True
 
     async def arelease(self, key: str) -> None:
         self._client.delete(f"{self.prefix}claim:{key}")

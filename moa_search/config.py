@@ -233,17 +233,17 @@ class MixtureConfig(_Frozen):
 # ----------------------------------------------------------------------------- files
 
 
+_UNION_BRANCHES = frozenset({"int", "float", "str", "Pool"})
+
+
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part in _UNION_BRANCHES or "[" in part:
+            continue  # pydantic's name for a union branch or a validator, not a field
         else:
-            # pydantic names union branches ("int", "float", "Pool", "str"); they are not fields
-            if part in {"int", "float", "str", "Pool", "function-after[_check_url(), str]"}:
-                continue
-            if part.startswith(("function-", "tagged-union", "union")):
-                continue
             out += f".{part}" if out else str(part)
     return out
 

@@ -227,31 +227,18 @@ class Executor:
         cache = self.cache
         assert cache is not None
         budget = spec.timeout_s * (spec.max_retries + 1) + MAX_RETRY_DELAY_S * spec.max_retries
-
-        async def claim() -> tuple[CachedAnswer | None, bool]:
-            # Checked again once claimed: another worker may have stored the answer and
-            # released its claim between our lookup and our claim.
-            hit = await cache.apeek(key)
-            if hit is not None:
-                await cache.arelease(key)
-                cache.stats.count(True)
-                return hit, False
-            return None, True
-
-        if await cache.aclaim(key, budget):
-            return await claim()
         deadline = time.perf_counter() + budget
         delay = 0.02
-        while time.perf_counter() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+        while not await cache.aclaim(key, budget):
             hit = await cache.apeek(key)
             if hit is not None:
                 cache.stats.count(True)
                 return hit, False
-            if await cache.aclaim(key, budget):  # the other worker gave up
-                return await claim()
-        return None, False
+            if time.perf_counter() >= deadline:
+                return None, False
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        return None, True
 
     async def _make_call(
         self,

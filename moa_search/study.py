@@ -488,6 +488,7 @@ class SearchSession:
             # invalid mixtures are rejected before any call, and duplicates are answered from
             # the trial they repeat: neither counts
             "trials": len([t for t in trials if t.state in _COUNTED and _counts(t)]),
+            "started": len(trials),
             "spent_usd": _attr_sum(trials, "spent_usd"),
             "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
             "model_calls": int(_attr_sum(trials, "model_calls")),
@@ -510,11 +511,10 @@ class SearchSession:
         start = time.perf_counter()
         b = self.spec.budget
 
-        def over_budget() -> bool:
-            t = self.totals()
+        def over_budget(t: dict[str, float]) -> bool:
             if t["trials"] >= target:
                 return True
-            if len(study.get_trials(deepcopy=False)) >= 5 * target + 20:
+            if t["started"] >= 5 * target + 20:
                 log.warning("stopping: the sampler keeps proposing invalid or repeated mixtures")
                 return True
             if b.max_usd is not None and t["spent_usd"] >= b.max_usd:
@@ -526,12 +526,13 @@ class SearchSession:
             return False
 
         def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+            t = self.totals()  # one read of the storage per trial, for both uses
             if on_trial is not None:
-                on_trial(self._report(study, trial, target, start))
-            if over_budget():
+                on_trial(self._report(study, trial, target, start, t))
+            if over_budget(t):
                 study.stop()
 
-        if over_budget():
+        if over_budget(self.totals()):
             return study
         study.optimize(
             self.objective,
@@ -544,14 +545,14 @@ class SearchSession:
         return study
 
     def _report(
-        self, study: optuna.Study, trial: FrozenTrial, target: int, start: float
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        target: int,
+        start: float,
+        t: dict[str, float],
     ) -> TrialReport:
-        best = (
-            choose_trial(study, self.spec)
-            if study.get_trials(states=(TrialState.COMPLETE,))
-            else None
-        )
-        t = self.totals()
+        best = choose_trial(study, self.spec)
         metrics = trial.user_attrs.get("metrics", {})
         values = (
             dict(zip(self.spec.objective_names, trial.values, strict=True))
