@@ -15,6 +15,11 @@ from moa_search.study import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 from moa_search.testing.planted import PlantedWorld, write_planted_study
 
+# Client timeout for these tests: long enough that every request reaches the in-process server
+# even on a loaded machine (so an attempt never times out before it arrives), short enough that
+# a "hang" (hang_s below) is cut by it.
+TIMEOUT_S = 2.0
+
 FAULTS = dict(
     fault_rate=0.2,
     fault_kinds=("429", "500", "hang", "reset", "malformed", "truncate"),
@@ -38,7 +43,9 @@ def test_runs_answer_whenever_the_quorum_holds() -> None:
     with FakeOpenAIServer(behaviors) as server:
         pool = Pool(
             models=tuple(
-                ModelSpec(alias=m, base_url=server.base_url, model=m, timeout_s=0.5, max_retries=4)
+                ModelSpec(
+                    alias=m, base_url=server.base_url, model=m, timeout_s=TIMEOUT_S, max_retries=4
+                )
                 for m in behaviors
             )
         )
@@ -84,7 +91,7 @@ def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> N
             server.base_url,
             n_items=8,
             model_fields={
-                "timeout_s": 0.5,
+                "timeout_s": TIMEOUT_S,
                 "max_retries": 3,
                 "input_price_per_mtok": 1.0,
                 "output_price_per_mtok": 1.0,
@@ -118,7 +125,9 @@ def test_serve_answers_every_request_under_faults() -> None:
     with FakeOpenAIServer(behaviors) as server:
         pool = Pool(
             models=tuple(
-                ModelSpec(alias=m, base_url=server.base_url, model=m, timeout_s=0.5, max_retries=4)
+                ModelSpec(
+                    alias=m, base_url=server.base_url, model=m, timeout_s=TIMEOUT_S, max_retries=4
+                )
                 for m in behaviors
             )
         )
