@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 
@@ -20,7 +22,16 @@ class ThreadLocalSQLite:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL takes an exclusive lock, and SQLite reports "database
+            # is locked" at once (no busy wait) when another process is doing the same: retry.
+            for attempt in range(50):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.05 + 0.05 * random.random())
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
