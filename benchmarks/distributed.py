@@ -22,10 +22,10 @@ import optuna
 import redis
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
-from moa_search.executor import Executor
-from moa_search.study import SearchSession
+from moa_search.runtime.executor import Executor
+from moa_search.search.session import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
-from moa_search.testing.planted import PlantedWorld, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DB = "redis://127.0.0.1:6379/8"
@@ -58,7 +58,7 @@ def workers(n: int, trials: int, base_url: str, folder: Path) -> tuple[float, in
             [
                 sys.executable,
                 "-m",
-                "moa_search.cli",
+                "moa_search.cli.main",
                 "search",
                 str(spec),
                 "--storage",

@@ -1,6 +1,6 @@
 """The search against random search at an equal trial budget, on a world with a known optimum.
 
-The planted world (``moa_search.testing.planted``) has three fake models of known skill behind
+The planted world (``moa_search.testing.worlds``) has three fake models of known skill behind
 the project's OpenAI-compatible test server: 'strong' proposes well but aggregates badly, 'mid'
 is the only good aggregator, 'weak' is the baseline. Every mixture in the space (one layer, 0..3
 samples per model, 1..3 calls, any aggregator: 57 mixtures) is first scored on the whole dataset
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from moa_search.config import AgentSpec, MixtureConfig
-from moa_search.study import SearchSession, choose_trial, describe_mixture
+from moa_search.search.session import SearchSession, choose_trial, describe_mixture
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 WORLD = PlantedWorld(
     skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},

@@ -1,7 +1,7 @@
 """Throughput and latency of ``moa-search serve``, and its overhead over the upstream calls.
 
 Three processes: the fake OpenAI-compatible upstream with zero latency
-(``python -m moa_search.testing.fake_openai``), the server (:func:`moa_search.serve.serve`
+(``python -m moa_search.testing.fake_openai``), the server (:func:`moa_search.serve.app.serve`
 under uvicorn) serving a one-proposer + aggregator mixture on it, and this driver, which sends
 N chat requests at a fixed concurrency with ``httpx2``. Each served request costs two upstream
 calls one after the other (the proposer's, then the aggregator's stream); the driver also makes
@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def start_server(mixture_path: Path, port: int) -> subprocess.Popen[str]:
     code = (
-        "from moa_search.serve import serve; "
+        "from moa_search.serve.app import serve; "
         f"serve([{str(mixture_path)!r}], port={port}, log_level='warning')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], text=True)

@@ -1,8 +1,8 @@
 """moa-search: find the best Mixture-of-Agents for your task, then run and serve it."""
 
-from moa_search.api import Mixture
-from moa_search.archon import export_archon, import_archon
-from moa_search.cache import Cache, CachedAnswer, MemoryCache, SQLiteCache
+from moa_search.runtime.mixture import Mixture
+from moa_search.interop.archon import export_archon, import_archon
+from moa_search.runtime.cache import Cache, CachedAnswer, MemoryCache, SQLiteCache
 from moa_search.config import (
     AgentSpec,
     MixtureConfig,
@@ -20,8 +20,8 @@ from moa_search.errors import (
     ModelCallError,
     QuorumError,
 )
-from moa_search.executor import Executor, ProgressEvent, RunResult, RunStream
-from moa_search.trace import CallRecord, Trace
+from moa_search.runtime.executor import Executor, ProgressEvent, RunResult, RunStream
+from moa_search.runtime.trace import CallRecord, Trace
 
 __version__ = "0.1.0"
 

@@ -24,6 +24,7 @@ __all__ = [
     "CallErrorKind",
     "ConfigError",
     "MoaSearchError",
+    "NotRecordedError",
     "ModelCallError",
     "QuorumError",
 ]
@@ -141,3 +142,12 @@ class BudgetExceededError(MoaSearchError):
         self.limit = limit
         self.spent = spent
         super().__init__(f"budget exceeded: {what} spent {spent:g} of a limit of {limit:g}")
+
+
+class NotRecordedError(MoaSearchError, ValueError):
+    """No recorded verdict (or output) for what was asked.
+
+    A :class:`ValueError` too, because that is how a :class:`~moa_search.judges.Judge` says it
+    cannot judge an input: :class:`~moa_search.search.objective.Evaluator` records the item as a judge
+    failure instead of stopping.
+    """

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 
-from moa_search import alpaca
-from moa_search.alpaca import (
+from moa_search.interop import alpaca
+from moa_search.interop.alpaca import (
     Annotation,
     GLMWeights,
     NotRecordedError,
@@ -25,11 +26,11 @@ from moa_search.alpaca import (
     ReplayBackend,
 )
 from moa_search.config import AgentSpec, MixtureConfig
-from moa_search.dataset import TaskItem
+from moa_search.config.dataset import TaskItem
 from moa_search.errors import ConfigError, MoaSearchError, QuorumError
-from moa_search.executor import Executor
-from moa_search.objective import Evaluator
-from moa_search.spec import BaselineSpec
+from moa_search.runtime.executor import Executor
+from moa_search.search.objective import Evaluator
+from moa_search.config.study import BaselineSpec
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_eval"
 RESULTS = DATA / "results"
@@ -323,7 +324,7 @@ def no_http(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a replay made a real client")
 
-    monkeypatch.setattr("moa_search.backends.openai.AsyncOpenAI", refuse)
+    monkeypatch.setattr(openai, "AsyncOpenAI", refuse)
 
 
 def test_replay_backend_drives_the_executor(data: Path, no_http: None) -> None:
@@ -417,7 +418,7 @@ def test_evaluation_with_replays_and_recorded_verdicts(
 
 
 def test_recorded_diversity_of_the_moa_papers_proposers(data: Path) -> None:
-    from moa_search.diversity import Embedder
+    from moa_search.runtime.embeddings import Embedder
 
     embedder = Embedder()
     value = alpaca.recorded_diversity(RESULTS, MOA_PROPOSERS, embedder, limit=20)

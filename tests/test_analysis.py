@@ -1,6 +1,6 @@
 """Role analysis on synthetic studies with planted effects.
 
-Each study is built in memory with optuna.trial.create_trial, following moa_search.study's
+Each study is built in memory with optuna.trial.create_trial, following moa_search.search.session's
 conventions (params n_layers, samples/<m> or L{i}/samples/<m>, aggregator; user attributes
 metrics and mixture). Win rate = 0.30 + 0.20 if A aggregates + 0.10 if B proposes (at layer
 0 in the per-layer study) + (optionally) 0.5 x (diversity − 0.3) + noise; diversity itself is
@@ -19,7 +19,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from moa_search.analysis import (
+from moa_search.analysis.roles import (
     AnalysisError,
     RoleEffect,
     analyze,

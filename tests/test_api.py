@@ -1,4 +1,4 @@
-"""The Python API (``moa_search.api.Mixture``) against the fake OpenAI-compatible server."""
+"""The Python API (``moa_search.runtime.mixture.Mixture``) against the fake OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from moa_search.api import Mixture
-from moa_search.cache import MemoryCache
+from moa_search.runtime.mixture import Mixture
+from moa_search.runtime.cache import MemoryCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool, save_mixture, save_pool
 from moa_search.errors import ConfigError, QuorumError
-from moa_search.executor import Executor, RunResult
+from moa_search.runtime.executor import Executor, RunResult
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 

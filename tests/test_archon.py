@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from moa_search.archon import (
+from moa_search.interop.archon import (
     EXTENSION_KEY,
     OPENAI_COMPATIBLE_MODEL_TYPE,
     export_archon,

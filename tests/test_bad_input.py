@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from moa_search.cli import main
+from moa_search.cli.main import main
 from moa_search.testing import FakeOpenAIServer
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from moa_search.cache import CachedAnswer, RedisCache, SQLiteCache, open_cache
+from moa_search.runtime.cache import CachedAnswer, RedisCache, SQLiteCache, open_cache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import ConfigError
-from moa_search.executor import Executor
-from moa_search.prompting import ChatRequest
+from moa_search.runtime.executor import Executor
+from moa_search.runtime.prompting import ChatRequest
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -48,7 +48,7 @@ def test_sqlite_cache_persists_across_instances_and_processes(tmp_path: Path) ->
     assert again.get("nope") is None
     assert (again.stats.hits, again.stats.misses) == (1, 1)
     code = (
-        "import sys; from moa_search.cache import SQLiteCache, CachedAnswer;"
+        "import sys; from moa_search.runtime.cache import SQLiteCache, CachedAnswer;"
         "c = SQLiteCache(sys.argv[1]); assert c.get('k1').text == 'hello';"
         "c.set('k2', CachedAnswer('from child', 1, 2))"
     )

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DB = "redis://127.0.0.1:6379/7"
@@ -58,7 +58,7 @@ def worker(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str
         [
             sys.executable,
             "-m",
-            "moa_search.cli",
+            "moa_search.cli.main",
             "search",
             str(spec),
             "--storage",
@@ -185,7 +185,7 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
     with FakeOpenAIServer(world.behaviors()) as server:
         spec = write_spec(tmp_path, server.base_url, "sigint", n_trials=4)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moa_search.cli", "search", str(spec), "--storage", storage],
+            [sys.executable, "-m", "moa_search.cli.main", "search", str(spec), "--storage", storage],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -203,7 +203,7 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
         assert optuna.trial.TrialState.RUNNING not in states
         assert states[-1] == optuna.trial.TrialState.FAIL
         again = subprocess.run(
-            [sys.executable, "-m", "moa_search.cli", "search", str(spec), "--storage", storage],
+            [sys.executable, "-m", "moa_search.cli.main", "search", str(spec), "--storage", storage],
             env=env,
             capture_output=True,
             text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moa_search.diversity import (
+from moa_search.runtime.embeddings import (
     Embedder,
     default_model_path,
     diversity,

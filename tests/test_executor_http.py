@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from moa_search.cache import MemoryCache
+from moa_search.runtime.cache import MemoryCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import QuorumError
-from moa_search.executor import Executor
+from moa_search.runtime.executor import Executor
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from moa_search import local
-from moa_search.cache import MemoryCache
+from moa_search.runtime.cache import MemoryCache
 from moa_search.config import load_mixture, load_pool, resolve_pool
-from moa_search.executor import Executor
+from moa_search.runtime.executor import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "studies" / "local" / "mixture.yaml"
@@ -53,7 +53,7 @@ def test_cli_run_streams_the_example_offline(local_pool: local.LocalStatus) -> N
         [
             sys.executable,
             "-m",
-            "moa_search.cli",
+            "moa_search.cli.main",
             "run",
             str(EXAMPLE),
             "--cache",
@@ -69,7 +69,7 @@ def test_cli_run_streams_the_example_offline(local_pool: local.LocalStatus) -> N
     assert proc.stdout.strip()
     assert "[layer 1/2]" in proc.stderr and "[aggregator]" in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "moa_search.cli", "run", str(EXAMPLE), "--json", "Say hello."],
+        [sys.executable, "-m", "moa_search.cli.main", "run", str(EXAMPLE), "--json", "Say hello."],
         capture_output=True,
         text=True,
         timeout=240,

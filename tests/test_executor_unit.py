@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from moa_search.backends import Backend, Completion
-from moa_search.cache import MemoryCache
+from moa_search.runtime.backends import Backend, Completion
+from moa_search.runtime.cache import MemoryCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import ModelCallError, QuorumError
-from moa_search.executor import Executor
-from moa_search.prompting import ChatRequest
+from moa_search.runtime.executor import Executor
+from moa_search.runtime.prompting import ChatRequest
 
 Behaviour = Callable[[ChatRequest, int], "str | ModelCallError"]
 

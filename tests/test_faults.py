@@ -10,10 +10,10 @@ from pathlib import Path
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import ModelCallError, QuorumError
-from moa_search.executor import Executor
-from moa_search.study import SearchSession
+from moa_search.runtime.executor import Executor
+from moa_search.search.session import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
-from moa_search.testing.planted import PlantedWorld, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 # Client timeout for these tests: long enough that every request reaches the in-process server
 # even on a loaded machine (so an attempt never times out before it arrives), short enough that
@@ -116,7 +116,7 @@ def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> N
 def test_serve_answers_every_request_under_faults() -> None:
     from openai import OpenAI
 
-    from moa_search.serve import create_app, running
+    from moa_search.serve.app import create_app, running
 
     behaviors = {
         m: ModelBehavior(seed=10 + i, stream_chunk_delay_s=0.001, **FAULTS)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from moa_search.backends import Backend, Completion
-from moa_search.cache import MemoryCache
+from moa_search.runtime.backends import Backend, Completion
+from moa_search.runtime.cache import MemoryCache
 from moa_search.config import ModelSpec, Pool
-from moa_search.diversity import Embedder
+from moa_search.runtime.embeddings import Embedder
 from moa_search.errors import ConfigError, ModelCallError
-from moa_search.executor import Executor
+from moa_search.runtime.executor import Executor
 from moa_search.judges import (
     DEFAULT_TEMPLATE,
     CallableJudge,
@@ -34,7 +34,7 @@ from moa_search.judges import (
     order_seed,
     parse_verdict,
 )
-from moa_search.prompting import ChatRequest
+from moa_search.runtime.prompting import ChatRequest
 
 Behaviour = Callable[[ChatRequest, int], "str | ModelCallError"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from moa_search.cli import main
+from moa_search.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "studies" / "alpacaeval_replay.yaml"

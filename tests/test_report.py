@@ -16,11 +16,11 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from moa_search.report import build_report, write_report
-from moa_search.spec import StudySpec
-from moa_search.study import SearchSession
+from moa_search.report.build import build_report, write_report
+from moa_search.config.study import StudySpec
+from moa_search.search.session import SearchSession
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 CHROMIUM = os.environ.get("MOA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -167,7 +167,7 @@ def test_report_is_one_self_contained_file(report: Path) -> None:
 
 
 def _fake_study(descriptions: list[str], *, storage: str | None = None) -> optuna.Study:
-    """A study with hand-made trials following moa_search.study's user-attribute conventions."""
+    """A study with hand-made trials following moa_search.search.session's user-attribute conventions."""
     study = optuna.create_study(
         study_name="fake", directions=["maximize", "maximize", "minimize"], storage=storage
     )

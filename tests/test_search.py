@@ -13,15 +13,15 @@ import openai
 import optuna
 import pytest
 
-from moa_search.analysis import analyze
-from moa_search.cli import main
+from moa_search.analysis.roles import analyze
+from moa_search.cli.main import main
 from moa_search.config import load_mixture
-from moa_search.executor import Executor
-from moa_search.serve import app_from_files, running
-from moa_search.space import mixture_from_params
-from moa_search.study import SearchSession, choose_trial
+from moa_search.runtime.executor import Executor
+from moa_search.serve.app import app_from_files, running
+from moa_search.search.space import mixture_from_params
+from moa_search.search.session import SearchSession, choose_trial
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, planted_items, write_planted_study
 
 WORLD = PlantedWorld(
     skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
@@ -71,7 +71,7 @@ def test_trials_replay_calls_are_reused_and_accounted(
             # a stored trial rebuilds exactly the mixture it evaluated
             m = mixture_from_params(t.params, session.spec.space, session.pool, seed=3)
             assert m == session.mixture_for(t.params)
-            from moa_search.study import describe_mixture
+            from moa_search.search.session import describe_mixture
 
             assert describe_mixture(m) == t.user_attrs["mixture"]
             wr = t.user_attrs["metrics"]["win_rate"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from moa_search.cli import main
+from moa_search.cli.main import main
 from moa_search.testing import FakeOpenAIServer
-from moa_search.testing.planted import PlantedWorld, planted_items, write_planted_study
+from moa_search.testing.worlds import PlantedWorld, planted_items, write_planted_study
 
 CANARY = "sk-canary-" + uuid.uuid4().hex
 ENV = "MOA_CANARY_KEY"

@@ -18,9 +18,9 @@ import openai
 import pytest
 
 from moa_search import local
-from moa_search.api import Mixture
+from moa_search.runtime.mixture import Mixture
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
-from moa_search.serve import API_KEY_ENV, app_from_files, create_app, running
+from moa_search.serve.app import API_KEY_ENV, app_from_files, create_app, running
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 ROOT = Path(__file__).resolve().parents[1]

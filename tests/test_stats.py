@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moa_search.stats import WinRate, win_rate
+from moa_search.judges.stats import WinRate, win_rate
 
 
 def test_normal_interval_hand_computed() -> None:

@@ -15,7 +15,7 @@ AlpacaEval (tatsu-lab/alpaca_eval) publishes, per model, ``results/<model>/model
   (:func:`load_lc_weights`) or a fit (:func:`fit_lc_weights`), and per-instruction
   difficulties (:func:`estimate_instruction_difficulty` — see there for how close it gets);
 - :class:`RecordedJudge` is a :class:`~moa_search.judges.Judge` answering from annotations;
-- :class:`ReplayBackend` is a :class:`~moa_search.backends.Backend` answering from recorded
+- :class:`ReplayBackend` is a :class:`~moa_search.runtime.backends.Backend` answering from recorded
   outputs, so mixtures, evaluations and studies run with no model call at all
   (:func:`replay_pool`, :func:`replay_backends`);
 - :func:`recorded_diversity` and :func:`recorded_pairwise_distances` measure how different
@@ -28,25 +28,29 @@ and what was expected.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from moa_search.backends import Backend, Completion, estimate_tokens
-from moa_search.config import REPLAY_BASE_URL, ModelSpec, Pool, read_text_file
-from moa_search.dataset import TaskItem
-from moa_search.diversity import TextEmbedder, diversity
-from moa_search.errors import ConfigError, MoaSearchError, ModelCallError
-from moa_search.judges import Judge, Verdict
-from moa_search.prompting import ChatRequest
+from moa_search.config import REPLAY_BASE_URL, ModelSpec, Pool
+from moa_search.config.dataset import TaskItem
+from moa_search.config.recorded import (
+    REFERENCE_MODEL,
+    Annotation,
+    ModelOutput,
+    load_annotations,
+    load_model_outputs,
+)
+from moa_search.errors import ConfigError, NotRecordedError
+from moa_search.judges.recorded import RecordedJudge
+from moa_search.runtime.backends import Backend
+from moa_search.runtime.backends.replay import ReplayBackend
+from moa_search.runtime.embeddings import TextEmbedder, diversity
 
 __all__ = [
     "DEFAULT_ANNOTATOR",
@@ -80,8 +84,6 @@ log = logging.getLogger(__name__)
 
 #: The annotator of AlpacaEval 2.0's leaderboard (a GPT-4-turbo judge, weighted by logprobs).
 DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
-#: AlpacaEval 2.0's reference model (``generator_1`` in every annotation).
-REFERENCE_MODEL = "gpt4_1106_preview"
 #: The file of fitted length-control GLM weights, one row per model.
 LC_WEIGHTS_FILE = "length_controlled_v1_weights_baseline_gpt4_1106_preview.csv"
 #: The leaderboard columns :func:`leaderboard_metrics` reproduces, in the CSV's order.
@@ -104,155 +106,7 @@ _W_NOT_GAMED = "not_gamed_baseline.astype(float)"
 _LOGIT_EPS = 1e-6
 
 
-class NotRecordedError(MoaSearchError, ValueError):
-    """No recorded verdict (or output) for what was asked.
-
-    A :class:`ValueError` too, because that is how a :class:`~moa_search.judges.Judge` says it
-    cannot judge an input: :class:`~moa_search.objective.Evaluator` records the item as a judge
-    failure instead of stopping.
-    """
-
-
 # ----------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One judge verdict: ``output_2`` (``generator_2``) against the reference ``output_1``.
-
-    ``preference`` is AlpacaEval's: in [1, 2], 1 + P(output_2 is better); 1.5 (or the legacy
-    0) is a draw; ``None`` when the judge failed.
-    """
-
-    instruction: str
-    output_1: str
-    output_2: str
-    generator_1: str
-    generator_2: str
-    preference: float | None
-    annotator: str | None = None
-    dataset: str | None = None
-
-    @property
-    def p_output_2(self) -> float | None:
-        """P(output_2 is better) in [0, 1], AlpacaEval's way: legacy 0 is a draw (0.5);
-        ``None`` if the judge failed or the value is not a preference (outside [1, 2])."""
-        p = self.preference
-        if p is None or not math.isfinite(p):
-            return None
-        if p == 0.0:
-            p = 1.5
-        return p - 1.0 if 1.0 <= p <= 2.0 else None
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    """One recorded answer of a model to an instruction."""
-
-    instruction: str
-    output: str
-    generator: str | None = None
-    dataset: str | None = None
-
-
-def _read_json_list(path: str | os.PathLike[str], what: str) -> list[Any]:
-    source = str(Path(path))
-    text = read_text_file(path, what)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            source, "", f"a {what} in JSON", f"a syntax error at line {exc.lineno}: {exc.msg}"
-        ) from None
-    if not isinstance(data, list):
-        raise ConfigError(source, "", f"a JSON list of records ({what})", type(data).__name__)
-    return data
-
-
-def _field(
-    record: Mapping[str, Any],
-    key: str,
-    source: str,
-    index: int,
-    *,
-    required: bool = True,
-) -> str | None:
-    value = record.get(key)
-    if value is None and not required:
-        return None
-    if key not in record:
-        raise ConfigError(source, f"[{index}].{key}", "this required field to be present")
-    if not isinstance(value, str):
-        raise ConfigError(
-            source, f"[{index}].{key}", "a string", f"a {type(value).__name__} ({value!r:.40})"
-        )
-    return value
-
-
-def load_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
-    """Read an AlpacaEval ``annotations.json``.
-
-    Every record needs ``instruction``, ``output_1``, ``output_2`` and ``generator_2`` (strings)
-    and ``preference`` (a number or ``null``); ``generator_1``, ``annotator`` and ``dataset``
-    are optional. Other fields (``raw_completion``, prices, times) are ignored.
-
-    Raises:
-        ConfigError: unreadable, not UTF-8, not JSON, not a list, or a record lacking a field
-            or holding the wrong type — naming the file and the record's field.
-    """
-    source = str(path)
-    records = _read_json_list(path, "AlpacaEval annotations file")
-    out: list[Annotation] = []
-    for i, r in enumerate(records):
-        if not isinstance(r, Mapping):
-            raise ConfigError(source, f"[{i}]", "an object per annotation", type(r).__name__)
-        if "preference" not in r:
-            raise ConfigError(
-                source, f"[{i}].preference", "this required field to be present (null if unjudged)"
-            )
-        pref = r["preference"]
-        if pref is not None and (isinstance(pref, bool) or not isinstance(pref, int | float)):
-            raise ConfigError(
-                source, f"[{i}].preference", "a number in [1, 2] or null", repr(pref)[:40]
-            )
-        value = None if pref is None or not math.isfinite(float(pref)) else float(pref)
-        out.append(
-            Annotation(
-                instruction=str(_field(r, "instruction", source, i)),
-                output_1=str(_field(r, "output_1", source, i)),
-                output_2=str(_field(r, "output_2", source, i)),
-                generator_1=_field(r, "generator_1", source, i, required=False) or REFERENCE_MODEL,
-                generator_2=str(_field(r, "generator_2", source, i)),
-                preference=value,
-                annotator=_field(r, "annotator", source, i, required=False),
-                dataset=_field(r, "dataset", source, i, required=False),
-            )
-        )
-    return out
-
-
-def load_model_outputs(path: str | os.PathLike[str]) -> list[ModelOutput]:
-    """Read an AlpacaEval ``model_outputs.json``: records with ``instruction`` and ``output``
-    (strings) and optional ``generator`` and ``dataset``.
-
-    Raises:
-        ConfigError: as :func:`load_annotations`.
-    """
-    source = str(path)
-    records = _read_json_list(path, "AlpacaEval model outputs file")
-    out: list[ModelOutput] = []
-    for i, r in enumerate(records):
-        if not isinstance(r, Mapping):
-            raise ConfigError(source, f"[{i}]", "an object per output", type(r).__name__)
-        out.append(
-            ModelOutput(
-                instruction=str(_field(r, "instruction", source, i)),
-                output=str(_field(r, "output", source, i)),
-                generator=_field(r, "generator", source, i, required=False),
-                dataset=_field(r, "dataset", source, i, required=False),
-            )
-        )
-    return out
 
 
 def _results_dir(path: str | os.PathLike[str]) -> Path:
@@ -687,71 +541,6 @@ def leaderboard(
 # ----------------------------------------------------------------------------- judge
 
 
-class RecordedJudge(Judge):
-    """A judge that answers from recorded annotations instead of calling a model.
-
-    A verdict is looked up by (instruction, candidate, baseline): when the candidate is a
-    recorded ``output_2`` and the baseline its ``output_1``, the preference is P(output_2
-    better) = preference − 1; the other way round it is 2 − preference. Texts must match the
-    recording exactly. With ``check_baseline=False`` the baseline may be anything as long as the
-    (instruction, candidate) pair has exactly one recording.
-
-    Raises (from :meth:`apreference`):
-        NotRecordedError: nothing recorded for that comparison, or the judge's recorded
-            preference is null — a :class:`ValueError`, so an evaluation records a judge
-            failure for the item.
-    """
-
-    def __init__(
-        self,
-        annotations: Iterable[Annotation],
-        *,
-        check_baseline: bool = True,
-        name: str | None = None,
-    ) -> None:
-        self.check_baseline = check_baseline
-        self._index: dict[tuple[str, str], list[tuple[str, Annotation, bool]]] = {}
-        annotators: set[str] = set()
-        for a in annotations:
-            self._index.setdefault((a.instruction, a.output_2), []).append((a.output_1, a, True))
-            self._index.setdefault((a.instruction, a.output_1), []).append((a.output_2, a, False))
-            if a.annotator:
-                annotators.add(a.annotator)
-        label = ",".join(sorted(annotators)) or "annotations"
-        self.name = name or f"recorded:{label}"
-
-    @property
-    def n_recorded(self) -> int:
-        """How many verdicts the judge holds."""
-        return sum(1 for entries in self._index.values() for e in entries if e[2])
-
-    def lookup(self, instruction: str, candidate: str, baseline: str) -> float:
-        """P(candidate better than baseline) as recorded; raises :class:`NotRecordedError`."""
-        entries = self._index.get((instruction, candidate), [])
-        match = [e for e in entries if e[0] == baseline]
-        if not match and not self.check_baseline and len(entries) == 1:
-            match = entries
-        if not match:
-            what = (
-                "no recorded verdict" if not entries else "no recorded verdict with this baseline"
-            )
-            raise NotRecordedError(
-                f"{self.name}: {what} for the candidate answer to instruction {instruction[:60]!r}"
-            )
-        _, annotation, candidate_is_2 = match[-1]
-        p2 = annotation.p_output_2
-        if p2 is None:
-            raise NotRecordedError(
-                f"{self.name}: the recorded verdict for instruction {instruction[:60]!r} is "
-                f"null (the judge failed), got preference {annotation.preference!r}"
-            )
-        return p2 if candidate_is_2 else 1.0 - p2
-
-    async def apreference(self, item: TaskItem, candidate: str, baseline: str) -> Verdict:
-        p = self.lookup(item.prompt, candidate, baseline)
-        return Verdict(min(max(p, 0.0), 1.0), f"recorded P(candidate better)={p:.6f}")
-
-
 # ----------------------------------------------------------------------------- replay
 
 
@@ -784,77 +573,6 @@ def replay_pool(
             for alias, model in mapping.items()
         )
     )
-
-
-class ReplayBackend(Backend):
-    """A pool model that answers with its recorded output for the request's instruction.
-
-    The instruction is the content of the request's last user message. No network: an
-    unrecorded instruction raises :class:`ModelCallError` of kind ``"not_found"`` (not
-    retried). Token counts are estimated from the texts (``usage_estimated``), so costs follow
-    the pool's prices. Sampling parameters and the sample index are ignored: every sample is
-    the same recorded answer.
-
-    A replay is faithful only where the recording was made: a model answering the instruction
-    alone, i.e. a layer-0 proposer (or the aggregator of a mixture with no proposer layers).
-    A later-layer proposer or an aggregator sees other answers in a system message that the
-    recording never saw; by default it still answers with its recording, which is right when
-    the recording is itself a mixture's final answer (e.g. AlpacaEval's ``Together-MoA`` as
-    the aggregator) and wrong otherwise — such roles need a recording made with those
-    references, or a real model. With ``plain_prompt_only`` such requests raise ``not_found``.
-    """
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        outputs: Iterable[ModelOutput] | Mapping[str, str],
-        *,
-        plain_prompt_only: bool = False,
-    ) -> None:
-        super().__init__(spec)
-        if isinstance(outputs, Mapping):
-            self._answers = dict(outputs)
-        else:
-            self._answers = {o.instruction: o.output for o in outputs}
-        self._stripped = {k.strip(): v for k, v in self._answers.items()}
-        self.plain_prompt_only = plain_prompt_only
-        self.calls = 0
-
-    def _answer(self, request: ChatRequest) -> Completion:
-        self.calls += 1
-        users = [content for role, content in request.messages if role == "user"]
-        if not users:
-            raise ModelCallError(self.spec.alias, "bad_request", "the request has no user message")
-        if self.plain_prompt_only and len(request.messages) != 1:
-            raise ModelCallError(
-                self.spec.alias,
-                "not_found",
-                "no recording of this model answering with a system message or references "
-                "(replays are faithful at layer 0 only)",
-            )
-        instruction = users[-1]
-        text = self._answers.get(instruction)
-        if text is None:
-            text = self._stripped.get(instruction.strip())
-        if text is None:
-            raise ModelCallError(
-                self.spec.alias,
-                "not_found",
-                f"no recorded output of {self.spec.model} for the instruction {instruction[:60]!r}",
-            )
-        prompt_text = "".join(content for _, content in request.messages)
-        return Completion(
-            text, estimate_tokens(prompt_text), estimate_tokens(text), "stop", usage_estimated=True
-        )
-
-    async def complete(self, request: ChatRequest) -> Completion:
-        return self._answer(request)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
-        completion = self._answer(request)
-        if completion.text:
-            yield completion.text
-        yield completion
 
 
 def replay_backends(
@@ -937,7 +655,7 @@ def recorded_diversity(
     """How different ``models``' recorded answers are: per instruction the mean pairwise
     cosine distance of their embeddings, averaged over the instructions every model answered
     (the first ``limit`` of them, in the first model's order) — the study's diversity measure
-    (:func:`moa_search.diversity.diversity`) applied to one layer of these proposers.
+    (:func:`moa_search.runtime.embeddings.diversity`) applied to one layer of these proposers.
 
     Raises:
         ConfigError: a model's outputs are missing or malformed.

@@ -2,7 +2,7 @@
 
 :func:`build_report` turns a finished (or running) study into HTML text — a pure function of
 the study, its spec and, optionally, a role analysis and the chosen mixture as YAML.
-:func:`write_report` gathers those from a :class:`~moa_search.study.SearchSession` and writes
+:func:`write_report` gathers those from a :class:`~moa_search.search.session.SearchSession` and writes
 the file. The report holds:
 
 - a summary (trials by state, objectives, sampler, dataset hash, storage without password);
@@ -10,7 +10,7 @@ the file. The report holds:
   by diversity, the study's non-dominated trials outlined and the chosen one starred, with a
   table of the front;
 - win rate against diversity, with each trial's confidence interval;
-- the role table of :func:`moa_search.analysis.analyze` (and a forest plot of the effects),
+- the role table of :func:`moa_search.analysis.roles.analyze` (and a forest plot of the effects),
   with the quality-vs-diversity summary — or a note when the study cannot be analysed;
 - parameter importances (Optuna's fANOVA, seeded, on win rate) — or a note;
 - the optimization history: win rate per trial, the best so far, pruned trials marked;
@@ -38,13 +38,13 @@ import plotly.graph_objects as go
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from moa_search.analysis import AnalysisError, AnalysisResult, analyze
+from moa_search.analysis.roles import AnalysisError, AnalysisResult, analyze
 from moa_search.errors import MoaSearchError
-from moa_search.spec import OBJECTIVES, StudySpec
-from moa_search.study import choose_trial, pareto_front, redact_url
+from moa_search.config.study import OBJECTIVES, StudySpec
+from moa_search.search.session import choose_trial, pareto_front, redact_url
 
 if TYPE_CHECKING:
-    from moa_search.study import SearchSession
+    from moa_search.search.session import SearchSession
 
 __all__ = ["build_report", "role_table_html", "study_figures", "write_report"]
 
@@ -841,7 +841,7 @@ def study_figures(
     """The report's plotly figures, for notebooks: ``pareto`` and ``diversity`` (with a
     complete trial), ``roles`` (with an analysis that estimated an effect), ``importance``
     (when the importances could be computed) and ``history`` (with a trial that has metrics),
-    in that order; the chosen trial (:func:`~moa_search.study.choose_trial`) is starred."""
+    in that order; the chosen trial (:func:`~moa_search.search.session.choose_trial`) is starred."""
     complete = _complete(study)
     front = [t for t in pareto_front(study) if _wr_mean(t) is not None]
     chosen = choose_trial(study, spec) if complete else None
@@ -877,9 +877,9 @@ def build_report(
     called. Works on a study with no complete trial (its sections then say so).
 
     Args:
-        study: a study following :mod:`moa_search.study`'s conventions.
+        study: a study following :mod:`moa_search.search.session`'s conventions.
         spec: its spec (objectives, choice rule, …); the chosen trial is
-            :func:`moa_search.study.choose_trial` of the two.
+            :func:`moa_search.search.session.choose_trial` of the two.
         analysis: a role analysis of the study; ``None`` shows ``analysis_note`` instead.
         chosen_mixture_yaml: the chosen mixture file's text (else the trial's params are shown).
         mixture_note: why there is no mixture file text.

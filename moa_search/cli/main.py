@@ -24,7 +24,7 @@ from moa_search.errors import ConfigError, MoaSearchError
 
 __all__ = ["main"]
 
-log = logging.getLogger("moa_search.cli")
+log = logging.getLogger("moa_search.cli.main")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,9 +154,9 @@ def _positive_bytes(text: str) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from moa_search.api import load_mixture_and_pool
+    from moa_search.runtime.mixture import load_mixture_and_pool
     from moa_search.local import default_pool_path
-    from moa_search.serve import serve
+    from moa_search.serve.app import serve
 
     for path in args.mixtures:  # bad files, unset key variables, dead endpoints: before binding
         mixture, pool = load_mixture_and_pool(path, args.pool)
@@ -184,8 +184,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_archon(args: argparse.Namespace) -> int:
-    from moa_search.api import load_mixture_and_pool
-    from moa_search.archon import load_archon, save_archon
+    from moa_search.runtime.mixture import load_mixture_and_pool
+    from moa_search.interop.archon import load_archon, save_archon
     from moa_search.config import load_pool, save_mixture
     from moa_search.local import default_pool_path
 
@@ -234,7 +234,7 @@ def _positive_float(text: str) -> float:
 
 def _open_session(args: argparse.Namespace, *, cache: str | None = None):
     from moa_search.local import default_pool_path
-    from moa_search.study import SearchSession
+    from moa_search.search.session import SearchSession
 
     return SearchSession(
         args.spec,
@@ -250,7 +250,7 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from moa_search.study import TrialReport
+    from moa_search.search.session import TrialReport
 
     session = _open_session(args, cache=args.cache)
     try:
@@ -290,18 +290,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if final is None:
             print("no trial completed; nothing to choose", file=sys.stderr)
             return 1
-        m = final["metrics"]
-        wr = m["win_rate"]
+        m = final.metrics
+        wr = m.win_rate
         print(
-            f"chosen: trial {final['trial']} — win rate {wr['mean']:.3f} "
-            f"[{wr['ci_low']:.3f}, {wr['ci_high']:.3f}] on all {final['n_items']} prompts, "
-            f"diversity {m['diversity']:.3f}, {m['tokens']:.0f} tokens/prompt, "
-            f"${m['cost_usd']:.6f}/prompt",
+            f"chosen: trial {final.trial} — win rate {wr.mean:.3f} "
+            f"[{wr.ci_low:.3f}, {wr.ci_high:.3f}] on all {final.n_items} prompts, "
+            f"diversity {m.diversity:.3f}, {m.tokens:.0f} tokens/prompt, "
+            f"${m.cost_usd:.6f}/prompt",
         )
         print(
-            f"model calls made: {totals['model_calls']:,} of {totals['calls_total']:,} that a "
-            f"cache-less search would have made; spent ${totals['spent_usd']:.4f}, "
-            f"{totals['spent_tokens']:,} tokens",
+            f"model calls made: {totals.model_calls:,} of {totals.calls_total:,} that a "
+            f"cache-less search would have made; spent ${totals.spent_usd:.4f}, "
+            f"{totals.spent_tokens:,} tokens",
         )
         print(f"export it with: moa-search export {args.spec} --out mixture.yaml")
         return 0
@@ -310,7 +310,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from moa_search.export import export_trial
+    from moa_search.search.export import export_trial
 
     session = _open_session(args)
     try:
@@ -329,7 +329,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from moa_search.study import choose_trial, pareto_front
+    from moa_search.search.choose import choose_trial, pareto_front
 
     session = _open_session(args)
     try:
@@ -338,20 +338,19 @@ def _cmd_best(args: argparse.Namespace) -> int:
         chosen = choose_trial(study, session.spec)
         rows = []
         for t in front:
-            m = t.user_attrs.get("metrics", {})
-            wr = m.get("win_rate", {})
+            m = t.metrics
             rows.append(
                 {
                     "trial": t.number,
                     "chosen": chosen is not None and t.number == chosen.number,
-                    "mixture": t.user_attrs.get("mixture", ""),
-                    "win_rate": wr.get("mean"),
-                    "ci_low": wr.get("ci_low"),
-                    "ci_high": wr.get("ci_high"),
-                    "diversity": m.get("diversity"),
-                    "tokens": m.get("tokens"),
-                    "cost_usd": m.get("cost_usd"),
-                    "n_items": t.user_attrs.get("n_items"),
+                    "mixture": t.mixture or "",
+                    "win_rate": m.win_rate.mean if m else None,
+                    "ci_low": m.win_rate.ci_low if m else None,
+                    "ci_high": m.win_rate.ci_high if m else None,
+                    "diversity": m.diversity if m else None,
+                    "tokens": m.tokens if m else None,
+                    "cost_usd": m.cost_usd if m else None,
+                    "n_items": t.n_items,
                 }
             )
         if args.json:
@@ -422,7 +421,7 @@ def _json_safe(value: object) -> object:
 
 
 def _cmd_winrate(args: argparse.Namespace) -> int:
-    from moa_search.alpaca import leaderboard
+    from moa_search.interop.alpaca import leaderboard
 
     rows = leaderboard(args.results, annotator=args.annotator, weights_path=args.weights)
     if args.json:
@@ -448,7 +447,7 @@ def _cmd_winrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from moa_search.analysis import analyze, format_analysis
+    from moa_search.analysis.roles import analyze, format_analysis
 
     session = _open_session(args)
     try:
@@ -478,7 +477,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from moa_search.report import write_report
+    from moa_search.report.build import write_report
 
     session = _open_session(args)
     try:
@@ -556,9 +555,9 @@ def pool_source(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from moa_search.cache import open_cache
+    from moa_search.runtime.cache import open_cache
     from moa_search.config import load_mixture, resolve_pool
-    from moa_search.executor import Executor, ProgressEvent
+    from moa_search.runtime.executor import Executor, ProgressEvent
     from moa_search.local import default_pool_path
 
     mixture = load_mixture(args.mixture)

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from moa_search.dataset import TaskItem
-from moa_search.diversity import Embedder, diversity
+from moa_search.config.dataset import TaskItem
+from moa_search.runtime.embeddings import Embedder, diversity
 from moa_search.errors import MoaSearchError, ModelCallError
-from moa_search.executor import Executor
+from moa_search.runtime.executor import Executor
 from moa_search.judges import Judge
-from moa_search.prompting import ChatRequest, normalize_messages
-from moa_search.spec import BaselineSpec
-from moa_search.stats import WinRate, win_rate
-from moa_search.trace import CallRecord, Trace
+from moa_search.runtime.prompting import ChatRequest, normalize_messages
+from moa_search.config.study import BaselineSpec
+from moa_search.judges.stats import WinRate, win_rate
+from moa_search.runtime.trace import CallRecord, Trace
 
 __all__ = ["Evaluation", "Evaluator", "ItemOutcome"]
 
@@ -68,7 +68,7 @@ class Evaluation:
     preferences: tuple[float, ...] = field(repr=False, default=())
 
     def value(self, name: str) -> float:
-        """An objective's value by name (see :data:`moa_search.spec.OBJECTIVES`)."""
+        """An objective's value by name (see :data:`moa_search.config.study.OBJECTIVES`)."""
         if name == "win_rate":
             return self.win_rate.mean
         return float(getattr(self, name))

@@ -1,10 +1,10 @@
 """Role analysis of a finished study: which models help, in which role, and does diversity?
 
-Works on any :class:`optuna.Study` whose trials follow :mod:`moa_search.study`'s conventions:
+Works on any :class:`optuna.Study` whose trials follow :mod:`moa_search.search.session`'s conventions:
 the user attribute ``composition`` (samples per model in each layer, and the aggregator; per
 layer when the study's params are ``L{i}/...``) or, failing that, params ``n_layers``,
 ``samples/<alias>`` or ``L{i}/samples/<alias>`` and ``aggregator``; user attribute ``metrics``
-(:meth:`moa_search.objective.Evaluation.to_dict`, whose ``win_rate.mean`` and ``diversity`` are
+(:meth:`moa_search.search.objective.Evaluation.to_dict`, whose ``win_rate.mean`` and ``diversity`` are
 used) and ``mixture`` (its description, which names the aggregator when the study fixed it).
 Complete and pruned trials with metrics count (a pruned trial with the win rate of the
 prompts it was evaluated on); a repeated mixture counts once.
@@ -244,7 +244,7 @@ def _row(trial: FrozenTrial, per_layer: bool = False) -> _TrialRow | None:
     samples: dict[tuple[int | None, str], int] = {}
     composition = trial.user_attrs.get("composition")
     if isinstance(composition, Mapping) and isinstance(composition.get("layers"), list):
-        # the study's own record of the roles (see moa_search.study.composition)
+        # the study's own record of the roles (see moa_search.search.session.composition)
         layers = composition["layers"]
         for i, layer in enumerate(layers):
             for model, count in dict(layer).items():
@@ -293,7 +293,7 @@ def _rows(study: optuna.Study) -> tuple[list[_TrialRow], int]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if "duplicate_of" not in t.user_attrs  # a repeated mixture is one observation
     ]
-    # compositions chosen per layer show as "L{i}/..." params (moa_search.space)
+    # compositions chosen per layer show as "L{i}/..." params (moa_search.search.space)
     per_layer = any(_LAYER_PARAM.match(name) for t in complete for name in t.params)
     rows = [r for r in (_row(t, per_layer) for t in complete) if r is not None]
     skipped = len(complete) - len(rows)

@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 
-from moa_search._constants import (
+from moa_search.runtime.retry import (
     CONNECT_TIMEOUT_S,
     INITIAL_RETRY_DELAY_S,
     MAX_RETRY_AFTER_S,
@@ -29,7 +29,7 @@ from moa_search._constants import (
 )
 from moa_search.config import ModelSpec
 from moa_search.errors import ModelCallError
-from moa_search.prompting import ChatRequest
+from moa_search.runtime.prompting import ChatRequest
 
 __all__ = ["Backend", "Completion", "OpenAIBackend", "estimate_tokens", "retry_delay"]
 

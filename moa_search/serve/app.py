@@ -41,7 +41,7 @@ aggregator fails *mid-stream*, after text was sent, the status can no longer cha
 sends one SSE event ``data: {"error": {...}}`` (same shape, ``code: "upstream_error"``) and
 closes the stream without ``[DONE]``; the ``openai`` client raises ``APIError`` on it.
 
-Concurrency: one :class:`~moa_search.executor.Executor` per distinct pool, shared by every
+Concurrency: one :class:`~moa_search.runtime.executor.Executor` per distinct pool, shared by every
 request and every mixture on that pool, so concurrent requests share each model's
 ``max_concurrency`` limit and its connection pool.
 """
@@ -66,13 +66,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from moa_search.api import Mixture, PathLike, load_mixture_and_pool
-from moa_search.cache import Cache, open_cache
+from moa_search.runtime.mixture import Mixture, PathLike, load_mixture_and_pool
+from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool
 from moa_search.errors import ConfigError, MoaSearchError
-from moa_search.executor import Executor, RunResult, RunStream
-from moa_search.prompting import normalize_messages
-from moa_search.trace import Trace
+from moa_search.runtime.executor import Executor, RunResult, RunStream
+from moa_search.runtime.prompting import normalize_messages
+from moa_search.runtime.trace import Trace
 
 __all__ = [
     "API_KEY_ENV",

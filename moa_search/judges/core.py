@@ -4,7 +4,7 @@ A :class:`Judge` compares a *candidate* answer with a *baseline* answer to the s
 :class:`TaskItem` and returns a :class:`Verdict` whose ``preference`` is 1 when the candidate is
 better, 0 when the baseline is, 0.5 for a tie (fractions when a judge averages several looks).
 The mean preference over a task's items is the candidate's win rate
-(:func:`moa_search.stats.win_rate`).
+(:func:`moa_search.judges.stats.win_rate`).
 
 Judges provided:
 
@@ -35,12 +35,12 @@ from typing import Literal
 
 import numpy as np
 
-from moa_search.dataset import TaskItem  # one TaskItem class, shared with the dataset loader
-from moa_search.diversity import TextEmbedder
+from moa_search.config.dataset import TaskItem  # one TaskItem class, shared with the dataset loader
+from moa_search.runtime.embeddings import TextEmbedder
 from moa_search.errors import ConfigError
-from moa_search.executor import Executor
-from moa_search.prompting import ChatRequest, Message
-from moa_search.trace import CallRecord
+from moa_search.runtime.executor import Executor
+from moa_search.runtime.prompting import ChatRequest, Message
+from moa_search.runtime.trace import CallRecord
 
 __all__ = [
     "DEFAULT_JUDGE_SYSTEM_PROMPT",

@@ -2,7 +2,7 @@
 
 ::
 
-    from moa_search.api import Mixture
+    from moa_search.runtime.mixture import Mixture
 
     async with Mixture.load("mixture.yaml") as mixture:      # pool: its own, else the local one
         result = await mixture.acomplete("How do I boil an egg?")
@@ -16,7 +16,7 @@
     print(Mixture.load("mixture.yaml").complete("Hi").answer)  # synchronous, outside a loop
 
 :class:`Mixture` is a thin handle on a :class:`~moa_search.config.MixtureConfig`, its
-:class:`~moa_search.config.Pool` and an :class:`~moa_search.executor.Executor`: every run is
+:class:`~moa_search.config.Pool` and an :class:`~moa_search.runtime.executor.Executor`: every run is
 delegated to the executor, so retries, quorum, caching, concurrency limits and the trace behave
 exactly as in ``moa-search run``. Errors are the library's own: a bad file or pool raises
 :class:`~moa_search.errors.ConfigError`; a run raises :class:`~moa_search.errors.QuorumError` or
@@ -33,9 +33,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from moa_search.cache import Cache, open_cache
+from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool, load_mixture, resolve_pool
-from moa_search.executor import Executor, ProgressEvent, RunResult, RunStream
+from moa_search.runtime.executor import Executor, ProgressEvent, RunResult, RunStream
 
 __all__ = ["Mixture", "Prompt", "load_mixture_and_pool"]
 

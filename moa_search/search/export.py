@@ -12,26 +12,26 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import FrozenTrial
-
 from moa_search.config import MixtureConfig, save_mixture
-from moa_search.spec import describe
-from moa_search.study import SearchSession, describe_mixture, redact_url
+from moa_search.config.study import describe
+from moa_search.search.records import FinalEvaluation, TrialRecord
+from moa_search.search.session import SearchSession, redact_url
+from moa_search.search.space import describe_mixture
 
 __all__ = ["export_trial", "provenance"]
 
 
-def provenance(session: SearchSession, trial: FrozenTrial) -> dict[str, Any]:
+def provenance(session: SearchSession, trial: TrialRecord) -> dict[str, Any]:
     """Where a mixture came from, with no secrets (the storage URL loses its password)."""
     from moa_search import __version__
 
-    final = session.study().user_attrs.get("final")
+    final = FinalEvaluation.load(session.study())
     out: dict[str, Any] = {
         **describe(session.spec),
         "trial": trial.number,
         "storage": redact_url(session.storage_url),
-        "metrics": trial.user_attrs.get("metrics"),
-        "n_items_evaluated": trial.user_attrs.get("n_items"),
+        "metrics": trial.metrics.to_dict() if trial.metrics is not None else None,
+        "n_items_evaluated": trial.n_items,
         "dataset": {
             "path": str(session.spec.dataset),
             "sha256": session.dataset_hash,
@@ -40,14 +40,14 @@ def provenance(session: SearchSession, trial: FrozenTrial) -> dict[str, Any]:
         "package_version": __version__,
         "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    if final and final.get("trial") == trial.number:
-        out["full_dataset_metrics"] = final.get("metrics")
+    if final is not None and final.trial == trial.number:
+        out["full_dataset_metrics"] = final.metrics.to_dict()
     return out
 
 
-def export_trial(session: SearchSession, trial: FrozenTrial, out: str | Path) -> MixtureConfig:
+def export_trial(session: SearchSession, trial: TrialRecord, out: str | Path) -> MixtureConfig:
     """Write ``trial``'s mixture, with the pool inline and provenance, to ``out``."""
-    mixture = session.mixture_for(trial.params)
+    mixture = session.mixture_for(dict(trial.params))
     # A study on the local pool leaves the pool out: the local servers' ports change at every
     # 'moa-search local up', and 'moa-search run' finds the current local pool by default.
     local = session.spec.pool is None

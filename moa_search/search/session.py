@@ -2,7 +2,7 @@
 
 :class:`SearchSession` opens everything a study needs from its spec file (pool, dataset, cache,
 judge, embedder, storage) and runs trials. Each trial builds its mixture with
-:func:`moa_search.space.suggest_mixture`, is evaluated on growing prompt minibatches (pruned when
+:func:`moa_search.search.space.suggest_mixture`, is evaluated on growing prompt minibatches (pruned when
 it trails the others on win rate), and records its metrics, intervals, spend and calls as trial
 user attributes — so a study in storage is self-describing and resumes where it stopped.
 
@@ -30,12 +30,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from moa_search.cache import Cache, open_cache
+from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool
-from moa_search.dataset import TaskItem, dataset_hash, load_dataset
-from moa_search.diversity import Embedder
+from moa_search.config.dataset import TaskItem, dataset_hash, load_dataset
+from moa_search.runtime.embeddings import Embedder
 from moa_search.errors import ConfigError, MoaSearchError
-from moa_search.executor import Executor
+from moa_search.runtime.executor import Executor
 from moa_search.judges import (
     ExactMatchJudge,
     Judge,
@@ -43,16 +43,31 @@ from moa_search.judges import (
     ReferenceEmbeddingJudge,
     load_callable_judge,
 )
-from moa_search.objective import Evaluation, Evaluator, ItemOutcome
-from moa_search.space import InvalidMixture, mixture_from_params, suggest_mixture
-from moa_search.spec import (
+from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome
+from moa_search.search.choose import choose_trial
+from moa_search.search.records import (
+    FinalEvaluation,
+    StudyTotals,
+    TrialRecord,
+    TrialWriter,
+    rung_values,
+)
+from moa_search.search.space import (
+    InvalidMixture,
+    composition,
+    describe_mixture,
+    mixture_from_params,
+    mixture_key,
+    suggest_mixture,
+)
+from moa_search.config.study import (
     StudySpec,
     load_study_spec,
     spec_dataset_path,
     spec_pool,
 )
 
-__all__ = ["SearchSession", "TrialReport", "choose_trial", "pareto_front", "results_dir"]
+__all__ = ["SearchSession", "TrialReport", "results_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -107,77 +122,13 @@ class TrialReport:
     elapsed_s: float
 
 
-def _attr_sum(trials: Sequence[FrozenTrial], key: str) -> float:
-    return sum(float(t.user_attrs.get(key, 0) or 0) for t in trials)
-
-
-def _counts(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts towards the budget (see :meth:`SearchSession.totals`)."""
-    return "invalid" not in trial.user_attrs and "duplicate_of" not in trial.user_attrs
-
-
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated complete trials (the best trial, for a single objective), each
-    mixture once."""
-    if len(study.directions) == 1:
-        try:
-            best = study.best_trial
-        except ValueError:
-            return []
-        original = best.user_attrs.get("duplicate_of")
-        return [study.trials[original] if original is not None else best]
-    return sorted(
-        (t for t in study.best_trials if "duplicate_of" not in t.user_attrs),
-        key=lambda t: t.number,
-    )
-
-
-def choose_trial(study: optuna.Study, spec: StudySpec) -> FrozenTrial | None:
-    """Apply the spec's ``choose`` rule to the Pareto front."""
-    front = pareto_front(study)
-    if not front:
-        return None
-    rule = spec.choose
-
-    def metric(t: FrozenTrial, name: str) -> float:
-        return float(t.user_attrs.get("metrics", {}).get(name, 0.0) or 0.0)
-
-    def wr(t: FrozenTrial) -> float:
-        return float(t.user_attrs.get("metrics", {}).get("win_rate", {}).get("mean", 0.0))
-
-    if rule.rule == "cheapest_within":
-        top = max(wr(t) for t in front)
-        ok = [t for t in front if wr(t) >= top - rule.tolerance]
-        return min(ok, key=lambda t: (metric(t, "cost_usd"), metric(t, "tokens"), -wr(t)))
-    if rule.rule == "weighted":
-        weights = rule.weights or spec.weights or {"win_rate": 1.0}
-
-        def score(t: FrozenTrial) -> float:
-            return sum(
-                w * (wr(t) if name == "win_rate" else metric(t, name))
-                for name, w in weights.items()
-            )
-
-        return max(front, key=lambda t: (score(t), -t.number))
-    return max(
-        front,
-        key=lambda t: (
-            wr(t),
-            -metric(t, "cost_usd"),
-            -metric(t, "tokens"),
-            metric(t, "diversity"),
-            -t.number,
-        ),
-    )
-
-
 class SearchSession:
     """Everything one study needs, opened from its spec file.
 
     Args:
         spec_path: the study spec.
         storage: an Optuna storage URL (default: SQLite in :func:`results_dir`).
-        cache: a response cache location for :func:`moa_search.cache.open_cache`
+        cache: a response cache location for :func:`moa_search.runtime.cache.open_cache`
             (default: the cache file in the study's results folder).
         default_pool_path: where the local pool file is, for specs naming no pool.
     """
@@ -250,7 +201,8 @@ class SearchSession:
         if j.kind == "exact_match":
             return ExactMatchJudge(pattern=j.pattern)
         if j.kind == "recorded":
-            from moa_search.alpaca import RecordedJudge, load_annotations
+            from moa_search.config.recorded import load_annotations
+            from moa_search.judges.recorded import RecordedJudge
 
             assert j.annotations is not None
             folder = self.spec_path.parent
@@ -406,12 +358,9 @@ class SearchSession:
         if self.spec.pruner == "none":
             return False
         # Optuna's pruners are single-objective; apply the median rule to win rate ourselves.
-        key = f"rung/{step}"
-        others = [
-            t.user_attrs[key]
-            for t in study.get_trials(deepcopy=False, states=_COUNTED)
-            if key in t.user_attrs and t.number != trial.number
-        ]
+        others = rung_values(
+            study.get_trials(deepcopy=False, states=_COUNTED), step, exclude=trial.number
+        )
         if len(others) < max(1, self.spec.n_startup_trials):
             return False
         return value < statistics.median(others)
@@ -425,6 +374,7 @@ class SearchSession:
 
     def _objective(self, trial: optuna.Trial) -> list[float]:
         study = trial.study
+        writer = TrialWriter(trial)
         try:
             mixture = suggest_mixture(
                 trial,
@@ -434,32 +384,30 @@ class SearchSession:
                 seed=self.spec.seed,
             )
         except InvalidMixture as exc:
-            trial.set_user_attr("invalid", str(exc))
+            writer.invalid(str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         key = mixture_key(mixture)
-        trial.set_user_attr("mixture", describe_mixture(mixture))
-        trial.set_user_attr("composition", composition(mixture))
-        trial.set_user_attr("mixture_key", key)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if (
-                other.user_attrs.get("mixture_key") == key
-                and "duplicate_of" not in other.user_attrs
-            ):
+        writer.mixture(
+            describe_mixture(mixture),
+            composition(mixture),
+            key,
+            f"{socket.gethostname()}:{os.getpid()}",
+        )
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            other = TrialRecord.of(frozen)
+            if other.mixture_key == key and other.duplicate_of is None:
                 # The sampler proposed a mixture already evaluated: it learns the same values
                 # again, no call is made, and the trial does not count towards the budget.
-                trial.set_user_attr("duplicate_of", other.number)
-                trial.set_user_attr("metrics", other.user_attrs.get("metrics"))
-                trial.set_user_attr("n_items", other.user_attrs.get("n_items"))
-                return list(other.values)
+                writer.repeat_of(other)
+                return list(other.values or ())
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):
             new = self.items[len(outcomes) : n]
             outcomes.extend(self._run(self.evaluator.aoutcomes(mixture, new)))
             ev = self.evaluator.summarize(outcomes)
-            self._record(trial, ev)
-            trial.set_user_attr(f"rung/{n}", ev.win_rate.mean)
+            writer.evaluation(ev)
+            writer.rung(n, ev.win_rate.mean)
             if i < len(self.rungs) - 1 and self._should_prune(trial, study, n, ev.win_rate.mean):
                 raise optuna.TrialPruned(f"win rate {ev.win_rate.mean:.3f} after {n} prompts")
         assert ev is not None
@@ -470,31 +418,11 @@ class SearchSession:
             trial.set_constraint("tokens_per_prompt", ev.tokens - b.max_tokens_per_prompt)
         return self._values(ev)
 
-    @staticmethod
-    def _record(trial: optuna.Trial, ev: Evaluation) -> None:
-        trial.set_user_attr("metrics", ev.to_dict())
-        trial.set_user_attr("n_items", ev.n)
-        trial.set_user_attr("spent_usd", ev.spent_usd)
-        trial.set_user_attr("spent_tokens", ev.spent_tokens)
-        trial.set_user_attr("model_calls", ev.model_calls)
-        trial.set_user_attr("calls_total", ev.calls_total)
-        trial.set_user_attr("attempts", ev.attempts)
-
-    def totals(self) -> dict[str, float]:
-        """Spend and calls over every trial in storage (all workers, all sessions)."""
-        trials = self.study().get_trials(deepcopy=False)
-        return {
-            # invalid mixtures (e.g. an empty layer) are rejected before any call: not counted
-            # invalid mixtures are rejected before any call, and duplicates are answered from
-            # the trial they repeat: neither counts
-            "trials": len([t for t in trials if t.state in _COUNTED and _counts(t)]),
-            "started": len(trials),
-            "spent_usd": _attr_sum(trials, "spent_usd"),
-            "spent_tokens": int(_attr_sum(trials, "spent_tokens")),
-            "model_calls": int(_attr_sum(trials, "model_calls")),
-            "calls_total": int(_attr_sum(trials, "calls_total")),
-            "attempts": int(_attr_sum(trials, "attempts")),
-        }
+    def totals(self) -> StudyTotals:
+        """Spend and calls over every trial in storage (all workers, all sessions); invalid
+        proposals are rejected before any call and repeats are answered from the trial they
+        repeat, so neither counts towards the budget."""
+        return StudyTotals.of(TrialRecord.all(self.study()))
 
     def optimize(
         self,
@@ -511,17 +439,17 @@ class SearchSession:
         start = time.perf_counter()
         b = self.spec.budget
 
-        def over_budget(t: dict[str, float]) -> bool:
-            if t["trials"] >= target:
+        def over_budget(t: StudyTotals) -> bool:
+            if t.trials >= target:
                 return True
-            if t["started"] >= 5 * target + 20:
+            if t.started >= 5 * target + 20:
                 log.warning("stopping: the sampler keeps proposing invalid or repeated mixtures")
                 return True
-            if b.max_usd is not None and t["spent_usd"] >= b.max_usd:
-                log.warning("stopping: spent $%.4f of max_usd %.4f", t["spent_usd"], b.max_usd)
+            if b.max_usd is not None and t.spent_usd >= b.max_usd:
+                log.warning("stopping: spent $%.4f of max_usd %.4f", t.spent_usd, b.max_usd)
                 return True
-            if b.max_tokens is not None and t["spent_tokens"] >= b.max_tokens:
-                log.warning("stopping: spent %d tokens of max_tokens", t["spent_tokens"])
+            if b.max_tokens is not None and t.spent_tokens >= b.max_tokens:
+                log.warning("stopping: spent %d tokens of max_tokens", t.spent_tokens)
                 return True
             return False
 
@@ -550,60 +478,58 @@ class SearchSession:
         trial: FrozenTrial,
         target: int,
         start: float,
-        t: dict[str, float],
+        t: StudyTotals,
     ) -> TrialReport:
         best = choose_trial(study, self.spec)
-        metrics = trial.user_attrs.get("metrics", {})
+        record = TrialRecord.of(trial)
         values = (
-            dict(zip(self.spec.objective_names, trial.values, strict=True))
-            if trial.values
+            dict(zip(self.spec.objective_names, record.values, strict=True))
+            if record.values
             else None
         )
         return TrialReport(
-            number=trial.number,
-            state="repeat" if "duplicate_of" in trial.user_attrs else trial.state.name.lower(),
+            number=record.number,
+            state="repeat" if record.is_repeat else trial.state.name.lower(),
             values=values,
-            win_rate=metrics.get("win_rate", {}).get("mean"),
-            n_items=int(trial.user_attrs.get("n_items", 0)),
+            win_rate=record.win_rate,
+            n_items=record.n_items,
             best_number=best.number if best else None,
-            best_win_rate=(
-                best.user_attrs.get("metrics", {}).get("win_rate", {}).get("mean") if best else None
-            ),
-            done=int(t["trials"]),
+            best_win_rate=best.win_rate if best else None,
+            done=t.trials,
             target=target,
-            spent_usd=t["spent_usd"],
-            spent_tokens=int(t["spent_tokens"]),
-            model_calls=int(t["model_calls"]),
-            calls_total=int(t["calls_total"]),
+            spent_usd=t.spent_usd,
+            spent_tokens=t.spent_tokens,
+            model_calls=t.model_calls,
+            calls_total=t.calls_total,
             elapsed_s=time.perf_counter() - start,
         )
 
-    def finalize(self) -> dict[str, Any] | None:
+    def finalize(self) -> FinalEvaluation | None:
         """Re-evaluate the chosen trial on the whole dataset; store and return the result."""
         study = self.study()
         chosen = choose_trial(study, self.spec)
         if chosen is None:
             return None
-        stored = study.user_attrs.get("final")
-        if stored and stored.get("trial") == chosen.number:
-            return dict(stored)
-        if int(chosen.user_attrs.get("n_items", 0)) >= len(self.items):
-            metrics = chosen.user_attrs["metrics"]
-            spent = {"model_calls": 0, "calls_total": 0, "spent_usd": 0.0, "spent_tokens": 0}
+        stored = FinalEvaluation.load(study)
+        if stored is not None and stored.trial == chosen.number:
+            return stored
+        if chosen.n_items >= len(self.items) and chosen.metrics is not None:
+            final = FinalEvaluation(chosen.number, len(self.items), chosen.metrics)
         else:
-            ev = self.evaluate(self.mixture_for(chosen.params), self.items)
-            metrics = ev.to_dict()
-            spent = {
-                "model_calls": ev.model_calls,
-                "calls_total": ev.calls_total,
-                "spent_usd": ev.spent_usd,
-                "spent_tokens": ev.spent_tokens,
-            }
-        final = {"trial": chosen.number, "n_items": len(self.items), "metrics": metrics, **spent}
-        study.set_user_attr("final", final)
+            ev = self.evaluate(self.mixture_for(dict(chosen.params)), self.items)
+            final = FinalEvaluation(
+                chosen.number,
+                len(self.items),
+                ev,
+                model_calls=ev.model_calls,
+                calls_total=ev.calls_total,
+                spent_usd=ev.spent_usd,
+                spent_tokens=ev.spent_tokens,
+            )
+        final.store(study)
         return final
 
-    def trial(self, which: str | int) -> FrozenTrial:
+    def trial(self, which: str | int) -> TrialRecord:
         """``best`` (the chosen trial) or a trial number, as a complete trial."""
         study = self.study()
         if str(which) == "best":
@@ -617,9 +543,9 @@ class SearchSession:
             number = int(which)
         except ValueError:
             raise ConfigError("--trial", "", "'best' or a trial number", repr(which)) from None
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        if number not in trials or trials[number].state != TrialState.COMPLETE:
-            complete = sorted(n for n, t in trials.items() if t.state == TrialState.COMPLETE)
+        trials = {t.number: TrialRecord.of(t) for t in study.get_trials(deepcopy=False)}
+        if number not in trials or trials[number].state != "complete":
+            complete = sorted(n for n, t in trials.items() if t.state == "complete")
             raise ConfigError(
                 "--trial",
                 "",
@@ -633,47 +559,10 @@ def _load_items(path: Path, limit: int | None) -> tuple[TaskItem, ...]:
     """A JSONL dataset, or an AlpacaEval ``model_outputs.json`` (instruction as the prompt,
     the recorded output as the reference), the first ``limit`` items."""
     if path.suffix.lower() == ".json":
-        from moa_search.alpaca import load_model_outputs
+        from moa_search.config.recorded import load_model_outputs
 
         outputs = load_model_outputs(path)
         items = tuple(TaskItem(str(i), o.instruction, o.output) for i, o in enumerate(outputs))
     else:
         items = load_dataset(path)
     return items[:limit] if limit is not None else items
-
-
-def mixture_key(m: MixtureConfig) -> str:
-    """A hash of everything that makes a mixture what it is."""
-    blob = json.dumps(m.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def composition(m: MixtureConfig) -> dict[str, Any]:
-    """A mixture's roles as plain data: samples per model in each layer, and the aggregator."""
-    layers = []
-    for layer in m.layers:
-        counts: dict[str, int] = {}
-        for agent in layer:
-            counts[agent.model] = counts.get(agent.model, 0) + agent.samples
-        layers.append(counts)
-    return {"layers": layers, "aggregator": m.aggregator.model, "aggregation": m.aggregation}
-
-
-def describe_mixture(m: MixtureConfig) -> str:
-    """A one-line summary like ``2x[smollm2*2, gemma3] -> smollm2``."""
-
-    def layer(agents: Sequence[Any]) -> str:
-        return (
-            "["
-            + ", ".join(a.model + (f"*{a.samples}" if a.samples > 1 else "") for a in agents)
-            + "]"
-        )
-
-    if not m.layers:
-        return f"{m.aggregator.model} alone"
-    if all(lay == m.layers[0] for lay in m.layers):
-        body = (f"{len(m.layers)}x" if len(m.layers) > 1 else "") + layer(m.layers[0])
-    else:
-        body = " -> ".join(layer(lay) for lay in m.layers)
-    arrow = "-> rank by" if m.aggregation == "rank" else "->"
-    return f"{body} {arrow} {m.aggregator.model}"

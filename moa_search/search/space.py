@@ -22,12 +22,26 @@ raises :class:`InvalidMixture` (the study prunes it before any call).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import optuna
 
 from moa_search.config import DEFAULT_AGGREGATION_PROMPT, AgentSpec, MixtureConfig, Pool
-from moa_search.spec import SearchSpaceSpec
+from moa_search.config.study import SearchSpaceSpec
 
-__all__ = ["InvalidMixture", "mixture_from_params", "suggest_mixture"]
+__all__ = [
+    "Composition",
+    "InvalidMixture",
+    "composition",
+    "describe_mixture",
+    "mixture_from_params",
+    "mixture_key",
+    "suggest_mixture",
+]
 
 
 class InvalidMixture(ValueError):  # noqa: N818 - reads better at the call site
@@ -145,3 +159,72 @@ def mixture_from_params(
         aggregation_prompt=aggregation_prompt,
         seed=seed,
     )
+
+
+@dataclass(frozen=True)
+class Composition:
+    """A mixture's roles as data: samples per model in each proposer layer, and the aggregator."""
+
+    layers: tuple[Mapping[str, int], ...]
+    aggregator: str
+    aggregation: str = "synthesize"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Composition:
+        return cls(
+            layers=tuple(
+                {str(m): int(n) for m, n in layer.items()} for layer in d.get("layers", ())
+            ),
+            aggregator=str(d["aggregator"]),
+            aggregation=str(d.get("aggregation", "synthesize")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [dict(layer) for layer in self.layers],
+            "aggregator": self.aggregator,
+            "aggregation": self.aggregation,
+        }
+
+    @property
+    def calls_per_prompt(self) -> int:
+        """Model calls one prompt costs: every proposer sample, plus the aggregator."""
+        return sum(sum(layer.values()) for layer in self.layers) + 1
+
+
+
+def mixture_key(m: MixtureConfig) -> str:
+    """A hash of everything that makes a mixture what it is."""
+    blob = json.dumps(m.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def composition(m: MixtureConfig) -> Composition:
+    """A mixture's roles as plain data: samples per model in each layer, and the aggregator."""
+    layers = []
+    for layer in m.layers:
+        counts: dict[str, int] = {}
+        for agent in layer:
+            counts[agent.model] = counts.get(agent.model, 0) + agent.samples
+        layers.append(counts)
+    return Composition(tuple(layers), m.aggregator.model, m.aggregation)
+
+
+def describe_mixture(m: MixtureConfig) -> str:
+    """A one-line summary like ``2x[smollm2*2, gemma3] -> smollm2``."""
+
+    def layer(agents: Sequence[Any]) -> str:
+        return (
+            "["
+            + ", ".join(a.model + (f"*{a.samples}" if a.samples > 1 else "") for a in agents)
+            + "]"
+        )
+
+    if not m.layers:
+        return f"{m.aggregator.model} alone"
+    if all(lay == m.layers[0] for lay in m.layers):
+        body = (f"{len(m.layers)}x" if len(m.layers) > 1 else "") + layer(m.layers[0])
+    else:
+        body = " -> ".join(layer(lay) for lay in m.layers)
+    arrow = "-> rank by" if m.aggregation == "rank" else "->"
+    return f"{body} {arrow} {m.aggregator.model}"

@@ -4,7 +4,7 @@ Each layer's calls (every proposer times its ``samples``) start together, bounde
 model's concurrency limit, so a run's latency follows the critical path: per layer the slowest
 proposer, then the aggregator. Layer *i+1* and the aggregator see layer *i*'s answers through
 the aggregation prompt. The aggregator's answer streams. Every call, cache hits and failures
-included, is recorded in the run's :class:`~moa_search.trace.Trace`.
+included, is recorded in the run's :class:`~moa_search.runtime.trace.Trace`.
 
 The core is async (:meth:`Executor.astream`, :meth:`Executor.arun`); :meth:`Executor.run` is a
 thin synchronous wrapper.
@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from moa_search._constants import MAX_RETRY_DELAY_S
-from moa_search.backends import Backend, Completion, OpenAIBackend, retry_delay
-from moa_search.cache import Cache, CachedAnswer
+from moa_search.runtime.retry import MAX_RETRY_DELAY_S
+from moa_search.runtime.backends import Backend, Completion, OpenAIBackend, retry_delay
+from moa_search.runtime.cache import Cache, CachedAnswer
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import MoaSearchError, ModelCallError, QuorumError
-from moa_search.prompting import (
+from moa_search.runtime.prompting import (
     ChatRequest,
     Message,
     normalize_messages,
@@ -33,7 +33,7 @@ from moa_search.prompting import (
     ranking_messages,
     with_references,
 )
-from moa_search.trace import CallRecord, Role, Trace
+from moa_search.runtime.trace import CallRecord, Role, Trace
 
 __all__ = ["Executor", "ProgressEvent", "RunResult", "RunStream"]
 
@@ -576,7 +576,8 @@ class Executor:
 def _default_backend(spec: ModelSpec) -> Backend:
     """An OpenAI-compatible client, or the recorded answers of a ``replay`` model."""
     if spec.replay:
-        from moa_search.alpaca import ReplayBackend, load_model_outputs
+        from moa_search.config.recorded import load_model_outputs
+        from moa_search.runtime.backends.replay import ReplayBackend
 
         return ReplayBackend(spec, load_model_outputs(spec.replay))
     return OpenAIBackend(spec)

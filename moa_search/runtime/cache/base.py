@@ -2,7 +2,7 @@
 
 :class:`Cache` is the contract; :class:`SQLiteCache` (one file, the single-machine default)
 and :class:`MemoryCache` implement it. Keys come from
-:meth:`moa_search.prompting.ChatRequest.cache_key` and never contain URLs or keys; values
+:meth:`moa_search.runtime.prompting.ChatRequest.cache_key` and never contain URLs or keys; values
 hold the answer text and its token counts only.
 """
 

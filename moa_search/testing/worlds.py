@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from moa_search.dataset import TaskItem
+from moa_search.config.dataset import TaskItem
 from moa_search.testing.fake_openai import ModelBehavior, RecordedRequest
 
 __all__ = ["PlantedWorld", "planted_items", "write_planted_study"]

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from moa_search.config import AgentSpec, Pool, _Frozen, _validate, load_mapping, load_pool
+from moa_search.config.mixture import AgentSpec, Pool, _Frozen, _validate, load_mapping, load_pool
 from moa_search.errors import ConfigError
 
 __all__ = [
@@ -101,7 +101,7 @@ class SearchSpaceSpec(_Frozen):
     A layer is ``min_proposers..max_proposers`` calls, each made by one of ``proposers``; a
     model making k of them contributes k samples (at most ``max_samples``), so subsets and
     Self-MoA (one model sampled k times) are both in the space. ``shared_proposers`` reuses one
-    composition in every layer, as in the MoA paper (see :mod:`moa_search.space`).
+    composition in every layer, as in the MoA paper (see :mod:`moa_search.search.space`).
     ``aggregation`` lists the aggregation modes to compare: ``synthesize`` and/or ``rank``.
     """
 

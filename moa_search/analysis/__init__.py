@@ -1,0 +1,2 @@
+"""Analysis of a finished study: which models help as proposers and as aggregators.
+"""

@@ -1,0 +1,2 @@
+"""The ``moa-search`` command line.
+"""

@@ -1,0 +1,2 @@
+"""Interoperability with other tools' formats: AlpacaEval data and Archon configs.
+"""

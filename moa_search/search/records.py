@@ -1,0 +1,272 @@
+"""The typed records of a study: one per trial, the study's totals, the final evaluation.
+
+A study in storage keeps what each trial did as Optuna user attributes. This module is the only
+place that writes or reads them: the study driver writes through :class:`TrialWriter`; report,
+analysis, export and the CLI read :class:`TrialRecord` (``TrialRecord.of(frozen_trial)``),
+:class:`StudyTotals` and :class:`FinalEvaluation`. Nothing parses display strings: the mixture's
+roles are in :class:`Composition`, its one-line description is for people only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from moa_search.judges import WinRate
+from moa_search.search.objective import Evaluation
+from moa_search.search.space import Composition
+
+__all__ = [
+    "Composition",
+    "FinalEvaluation",
+    "StudyTotals",
+    "TrialRecord",
+    "TrialWriter",
+    "evaluation_from_dict",
+]
+
+TrialStateName = Literal["complete", "pruned", "fail", "running", "waiting"]
+
+# The user-attribute keys, in one place.
+_METRICS = "metrics"
+_MIXTURE = "mixture"
+_COMPOSITION = "composition"
+_KEY = "mixture_key"
+_WORKER = "worker"
+_DUPLICATE_OF = "duplicate_of"
+_INVALID = "invalid"
+_N_ITEMS = "n_items"
+_RUNG = "rung/"
+_SPEND = ("spent_usd", "spent_tokens", "model_calls", "calls_total", "attempts")
+_FINAL = "final"
+
+
+def evaluation_from_dict(d: Mapping[str, Any]) -> Evaluation:
+    """An :class:`Evaluation` from its stored form (``Evaluation.to_dict()``)."""
+    names = {f.name for f in fields(Evaluation)} - {"preferences"}
+    data = {k: v for k, v in d.items() if k in names}
+    wr = d["win_rate"]
+    data["win_rate"] = WinRate(**wr) if isinstance(wr, Mapping) else WinRate(wr, 0.0, wr, wr, 0)
+    for name in names - data.keys():  # a field a study stored by an older version lacks
+        data[name] = 0
+    return Evaluation(**data)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one trial of a study did, read from storage.
+
+    ``state`` is Optuna's; a trial that repeated an earlier mixture has ``duplicate_of`` (its
+    values are that trial's, it made no call and does not count), one whose proposal was not a
+    valid mixture has ``invalid`` (the reason; it made no call either). ``metrics`` is the
+    evaluation on the prompts seen so far (``n_items`` of them), ``rungs`` the win rate after
+    each rung (prompts seen -> win rate).
+    """
+
+    number: int
+    state: TrialStateName
+    params: Mapping[str, Any]
+    values: tuple[float, ...] | None
+    mixture: str | None = None
+    composition: Composition | None = None
+    mixture_key: str | None = None
+    metrics: Evaluation | None = None
+    n_items: int = 0
+    rungs: Mapping[int, float] = field(default_factory=dict)
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+    model_calls: int = 0
+    calls_total: int = 0
+    attempts: int = 0
+    duplicate_of: int | None = None
+    invalid: str | None = None
+    worker: str | None = None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record of a trial in storage."""
+        a = trial.user_attrs
+        metrics = a.get(_METRICS)
+        comp = a.get(_COMPOSITION)
+        dup = a.get(_DUPLICATE_OF)
+        return cls(
+            number=trial.number,
+            state=_state_name(trial.state),
+            params=dict(trial.params),
+            values=tuple(trial.values) if trial.values else None,
+            mixture=a.get(_MIXTURE),
+            composition=Composition.from_dict(comp) if comp else None,
+            mixture_key=a.get(_KEY),
+            metrics=evaluation_from_dict(metrics) if metrics else None,
+            n_items=int(a.get(_N_ITEMS) or 0),
+            rungs={
+                int(k[len(_RUNG) :]): float(v) for k, v in a.items() if k.startswith(_RUNG)
+            },
+            spent_usd=float(a.get("spent_usd") or 0.0),
+            spent_tokens=int(a.get("spent_tokens") or 0),
+            model_calls=int(a.get("model_calls") or 0),
+            calls_total=int(a.get("calls_total") or 0),
+            attempts=int(a.get("attempts") or 0),
+            duplicate_of=int(dup) if dup is not None else None,
+            invalid=a.get(_INVALID),
+            worker=a.get(_WORKER),
+        )
+
+    @classmethod
+    def all(cls, study: optuna.Study) -> list[TrialRecord]:
+        """Every trial of a study, in order."""
+        return [cls.of(t) for t in study.get_trials(deepcopy=False)]
+
+    @property
+    def counts(self) -> bool:
+        """Whether the trial counts towards the budget: finished, neither invalid nor a repeat."""
+        return (
+            self.state in ("complete", "pruned")
+            and self.invalid is None
+            and self.duplicate_of is None
+        )
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.duplicate_of is not None
+
+    @property
+    def win_rate(self) -> float | None:
+        """The mean win rate so far, or ``None`` before any evaluation."""
+        return self.metrics.win_rate.mean if self.metrics is not None else None
+
+    def metric(self, name: str) -> float:
+        """An objective's value by name (0 when the trial has no metrics)."""
+        return self.metrics.value(name) if self.metrics is not None else 0.0
+
+
+def _state_name(state: TrialState) -> TrialStateName:
+    names: dict[TrialState, TrialStateName] = {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "fail",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }
+    return names[state]
+
+
+class TrialWriter:
+    """Writes a running trial's attributes; the only writer (see :class:`TrialRecord`)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def invalid(self, reason: str) -> None:
+        self.trial.set_user_attr(_INVALID, reason)
+
+    def mixture(self, description: str, composition: Composition, key: str, worker: str) -> None:
+        self.trial.set_user_attr(_MIXTURE, description)
+        self.trial.set_user_attr(_COMPOSITION, composition.to_dict())
+        self.trial.set_user_attr(_KEY, key)
+        self.trial.set_user_attr(_WORKER, worker)
+
+    def repeat_of(self, original: TrialRecord) -> None:
+        """This trial repeats ``original``: it takes its metrics and makes no call."""
+        self.trial.set_user_attr(_DUPLICATE_OF, original.number)
+        self.trial.set_user_attr(
+            _METRICS, original.metrics.to_dict() if original.metrics is not None else None
+        )
+        self.trial.set_user_attr(_N_ITEMS, original.n_items)
+
+    def evaluation(self, ev: Evaluation) -> None:
+        self.trial.set_user_attr(_METRICS, ev.to_dict())
+        self.trial.set_user_attr(_N_ITEMS, ev.n)
+        for key in _SPEND:
+            self.trial.set_user_attr(key, getattr(ev, key))
+
+    def rung(self, n_items: int, win_rate: float) -> None:
+        self.trial.set_user_attr(f"{_RUNG}{n_items}", win_rate)
+
+
+def rung_values(trials: Sequence[FrozenTrial], n_items: int, exclude: int) -> list[float]:
+    """The win rates other counted trials had after ``n_items`` prompts (for pruning)."""
+    key = f"{_RUNG}{n_items}"
+    return [
+        float(t.user_attrs[key])
+        for t in trials
+        if key in t.user_attrs and t.number != exclude
+    ]
+
+
+@dataclass(frozen=True)
+class StudyTotals:
+    """Spend and calls over every trial in storage (all workers, all sessions).
+
+    ``trials`` counts the finished trials that count towards the budget (invalid proposals and
+    repeats do not); ``started`` every trial.
+    """
+
+    trials: int
+    started: int
+    spent_usd: float
+    spent_tokens: int
+    model_calls: int
+    calls_total: int
+    attempts: int
+
+    @classmethod
+    def of(cls, records: Sequence[TrialRecord]) -> StudyTotals:
+        return cls(
+            trials=sum(1 for r in records if r.counts),
+            started=len(records),
+            spent_usd=sum(r.spent_usd for r in records),
+            spent_tokens=sum(r.spent_tokens for r in records),
+            model_calls=sum(r.model_calls for r in records),
+            calls_total=sum(r.calls_total for r in records),
+            attempts=sum(r.attempts for r in records),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    """The chosen trial re-evaluated on the whole dataset, stored with the study."""
+
+    trial: int
+    n_items: int
+    metrics: Evaluation
+    model_calls: int = 0
+    calls_total: int = 0
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+
+    @classmethod
+    def load(cls, study: optuna.Study) -> FinalEvaluation | None:
+        d = study.user_attrs.get(_FINAL)
+        if not d:
+            return None
+        return cls(
+            trial=int(d["trial"]),
+            n_items=int(d["n_items"]),
+            metrics=evaluation_from_dict(d["metrics"]),
+            model_calls=int(d.get("model_calls", 0)),
+            calls_total=int(d.get("calls_total", 0)),
+            spent_usd=float(d.get("spent_usd", 0.0)),
+            spent_tokens=int(d.get("spent_tokens", 0)),
+        )
+
+    def store(self, study: optuna.Study) -> None:
+        study.set_user_attr(_FINAL, self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "n_items": self.n_items,
+            "metrics": self.metrics.to_dict(),
+            "model_calls": self.model_calls,
+            "calls_total": self.calls_total,
+            "spent_usd": self.spent_usd,
+            "spent_tokens": self.spent_tokens,
+        }

@@ -1,0 +1,2 @@
+"""Serving mixtures as an OpenAI-compatible endpoint.
+"""

@@ -1,0 +1,3 @@
+from moa_search.testing.fake_openai.server import main
+
+raise SystemExit(main())
