@@ -23,6 +23,7 @@ import redis
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.runtime.executor import Executor
+from moa_search.search.records import StudyTotals, TrialRecord
 from moa_search.search.session import SearchSession
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
@@ -78,13 +79,8 @@ def workers(n: int, trials: int, base_url: str, folder: Path) -> tuple[float, in
             raise SystemExit(err)
     elapsed = time.perf_counter() - t0
     study = optuna.load_study(study_name=name, storage=PG_URL)
-    done = len(  # the trials the budget counts: not invalid mixtures, not repeated ones
-        [
-            t
-            for t in study.get_trials()
-            if t.state.is_finished() and not {"invalid", "duplicate_of"} & set(t.user_attrs)
-        ]
-    )
+    # the trials the budget counts: not invalid mixtures, not repeated ones
+    done = StudyTotals.of(TrialRecord.all(study)).trials
     optuna.delete_study(study_name=name, storage=PG_URL)
     return elapsed, done
 
@@ -120,9 +116,9 @@ def main() -> None:
         assert stats is not None
         print(
             f"50-trial study: cache hit rate {stats.hit_rate:.1%} ({stats.hits} of "
-            f"{stats.lookups} lookups); {totals['model_calls']} model calls of "
-            f"{totals['calls_total']} a cache-less search would make "
-            f"({1 - totals['model_calls'] / totals['calls_total']:.1%} saved), "
+            f"{stats.lookups} lookups); {totals.model_calls} model calls of "
+            f"{totals.calls_total} a cache-less search would make "
+            f"({1 - totals.model_calls / totals.calls_total:.1%} saved), "
             f"{time.perf_counter() - t0:.1f} s"
         )
 

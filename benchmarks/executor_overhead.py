@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from moa_search.runtime.cache import SQLiteCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.runtime.cache import SQLiteCache
 from moa_search.runtime.executor import Executor
 
 LATENCY = {"p1": 0.20, "p2": 0.30, "p3": 0.25, "agg": 0.20}

@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from moa_search.config import AgentSpec, MixtureConfig
-from moa_search.search.session import SearchSession, choose_trial, describe_mixture
+from moa_search.search.choose import choose_trial
+from moa_search.search.records import TrialRecord
+from moa_search.search.session import SearchSession
+from moa_search.search.space import describe_mixture, mixture_key
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
@@ -90,12 +93,14 @@ def main() -> None:
         session = SearchSession(
             write_spec(truth_dir, server.base_url, args.items, "random", [args.items], 1, 0)
         )
-        truth: dict[str, float] = {}
+        truth: dict[str, float] = {}  # mixture key -> true win rate
+        names: dict[str, str] = {}
         for m in all_mixtures():
-            truth[describe_mixture(m)] = session.evaluate(m, session.items).win_rate.mean
+            truth[mixture_key(m)] = session.evaluate(m, session.items).win_rate.mean
+            names[mixture_key(m)] = describe_mixture(m)
         session.close()
         best_value = max(truth.values())
-        optima = [k for k, v in truth.items() if v >= best_value - 1e-9]
+        optima = [names[k] for k, v in truth.items() if v >= best_value - 1e-9]
         print(f"{len(truth)} mixtures; true optimum win rate {best_value:.3f}: {optima}")
 
         results: dict[str, list[dict[str, Any]]] = {"tpe+rungs": [], "random": []}
@@ -125,15 +130,10 @@ def main() -> None:
                     partial = optuna.create_study(directions=study.directions)
                     partial.add_trials([x for x in trials if x.number <= t.number])
                     chosen = choose_trial(partial, s.spec)
-                    if (
-                        chosen is not None
-                        and truth[chosen.user_attrs["mixture"]] >= best_value - 1e-9
-                    ):
+                    if chosen is not None and truth[chosen.mixture_key or ""] >= best_value - 1e-9:
                         found_at = t.number + 1
                         calls_at = sum(
-                            int(x.user_attrs.get("model_calls", 0))
-                            for x in trials
-                            if x.number <= t.number
+                            TrialRecord.of(x).model_calls for x in trials if x.number <= t.number
                         )
                         break
                 total_calls = server.count() - calls_before
@@ -144,9 +144,7 @@ def main() -> None:
                         "found_at_trial": found_at,
                         "calls_to_find": calls_at,
                         "calls_total": total_calls,
-                        "final_true_win_rate": truth[chosen.user_attrs["mixture"]]
-                        if chosen
-                        else None,
+                        "final_true_win_rate": truth[chosen.mixture_key or ""] if chosen else None,
                     }
                 )
                 s.close()

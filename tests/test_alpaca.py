@@ -17,6 +17,10 @@ import numpy as np
 import openai
 import pytest
 
+from moa_search.config import AgentSpec, MixtureConfig
+from moa_search.config.dataset import TaskItem
+from moa_search.config.study import BaselineSpec
+from moa_search.errors import ConfigError, MoaSearchError, QuorumError
 from moa_search.interop import alpaca
 from moa_search.interop.alpaca import (
     Annotation,
@@ -25,12 +29,8 @@ from moa_search.interop.alpaca import (
     RecordedJudge,
     ReplayBackend,
 )
-from moa_search.config import AgentSpec, MixtureConfig
-from moa_search.config.dataset import TaskItem
-from moa_search.errors import ConfigError, MoaSearchError, QuorumError
 from moa_search.runtime.executor import Executor
 from moa_search.search.objective import Evaluator
-from moa_search.config.study import BaselineSpec
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_eval"
 RESULTS = DATA / "results"
@@ -336,7 +336,8 @@ def test_replay_backend_drives_the_executor(data: Path, no_http: None) -> None:
     pool = alpaca.replay_pool(aliases, prices={"moa": (1.0, 2.0)})
     backends = alpaca.replay_backends(RESULTS, aliases, pool=pool)
     assert all(isinstance(b, ReplayBackend) for b in backends.values())
-    assert {m.base_url for m in pool.models} == {alpaca.REPLAY_BASE_URL}
+    # replay models: never reached over the network
+    assert {(m.kind, m.base_url) for m in pool.models} == {("replay", None)}
     executor = Executor(pool, backends=backends)
     mixture = MixtureConfig(
         layers=((AgentSpec(model="qwen110"), AgentSpec(model="llama70")),),
@@ -367,6 +368,22 @@ def test_replay_backend_drives_the_executor(data: Path, no_http: None) -> None:
     with pytest.raises(QuorumError) as info:
         executor.run(mixture, "An instruction nobody recorded")
     assert {f.kind for f in info.value.failures} == {"not_found"}
+
+
+def test_replay_pool_anchored_in_the_results_runs_on_its_own(data: Path, no_http: None) -> None:
+    aliases = {"claude": "claude-2.1"}
+    relative = alpaca.replay_pool(aliases)
+    assert relative.get("claude").replay == str(Path("claude-2.1") / "model_outputs.json")
+    pool = alpaca.replay_pool(aliases, results_dir=DATA)  # the folder holding results/
+    assert pool == relative.relative_to(RESULTS)
+    item = alpaca.alpaca_items(RESULTS, limit=1)[0]
+    recorded = {
+        o.instruction: o.output
+        for o in alpaca.load_model_outputs(RESULTS / "claude-2.1" / "model_outputs.json")
+    }
+    # no replay_backends: the executor builds the replay backend from the pool model's kind
+    answer = Executor(pool).run(MixtureConfig(aggregator=AgentSpec(model="claude")), item.prompt)
+    assert answer.answer == recorded[item.prompt]
 
 
 def test_strict_replay_refuses_requests_with_references(data: Path, no_http: None) -> None:

@@ -1,11 +1,12 @@
 """Role analysis on synthetic studies with planted effects.
 
-Each study is built in memory with optuna.trial.create_trial, following moa_search.search.session's
-conventions (params n_layers, samples/<m> or L{i}/samples/<m>, aggregator; user attributes
-metrics and mixture). Win rate = 0.30 + 0.20 if A aggregates + 0.10 if B proposes (at layer
-0 in the per-layer study) + (optionally) 0.5 x (diversity − 0.3) + noise; diversity itself is
-drawn independently of the roles. The data seeds are fixed; at them every planted value lies
-well inside its 99% interval (not at an interval's edge), so the checks are not knife-edge.
+Each study is built in memory with optuna.trial.create_trial, with what a study stores (params
+n_layers, samples/<m> or L{i}/samples/<m>, aggregator; user attributes metrics, mixture and
+composition — or, like an older study, no composition). Win rate = 0.30 + 0.20 if A
+aggregates + 0.10 if B proposes (at layer 0 in the per-layer study) + (optionally)
+0.5 x (diversity − 0.3) + noise; diversity itself is drawn independently of the roles. The data
+seeds are fixed; at them every planted value lies well inside its 99% interval (not at an
+interval's edge), so the checks are not knife-edge.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from moa_search.analysis.roles import (
+from moa_search.analysis import (
     AnalysisError,
     RoleEffect,
     analyze,
@@ -60,6 +61,7 @@ def planted_study(
     diversity_effect: float = 0.0,
     per_layer: bool = False,
     aggregator_param: bool = True,
+    with_composition: bool = True,
 ) -> optuna.Study:
     rng = np.random.default_rng(seed)
     study = optuna.create_study(directions=["maximize"])
@@ -89,16 +91,23 @@ def planted_study(
             + rng.normal(0.0, 0.04)
         )
         win = float(np.clip(win, 0.0, 1.0))
+        user_attrs: dict[str, Any] = {
+            "metrics": _metrics(win, diversity),
+            "mixture": f"{n_layers}x[...] -> {aggregator}",
+        }
+        if with_composition:
+            # what the study records (moa_search.search.space.composition), from the same params
+            layers = [
+                {m: params[f"{p}samples/{m}"] for m in MODELS if params[f"{p}samples/{m}"]}
+                for p in (prefixes if per_layer else prefixes * n_layers)
+            ]
+            user_attrs["composition"] = {
+                "layers": layers,
+                "aggregator": aggregator,
+                "aggregation": "synthesize",
+            }
         trials.append(
-            create_trial(
-                params=params,
-                distributions=dists,
-                values=[win],
-                user_attrs={
-                    "metrics": _metrics(win, diversity),
-                    "mixture": f"{n_layers}x[...] -> {aggregator}",
-                },
-            )
+            create_trial(params=params, distributions=dists, values=[win], user_attrs=user_attrs)
         )
     study.add_trials(trials)
     return study
@@ -186,12 +195,24 @@ def test_per_layer_effects() -> None:
     assert _inside(_role(result.roles, "aggregator", "A"), 0.20)
 
 
-def test_aggregator_read_from_the_mixture_description() -> None:
+def test_aggregator_read_from_the_composition() -> None:
     result = analyze(
         planted_study(aggregator_param=False, seed=7), n_boot=N_BOOT, confidence=CONFIDENCE
     )
     a_agg = _role(result.roles, "aggregator", "A")
     assert a_agg.significant and _inside(a_agg, 0.20)
+
+
+def test_older_studies_without_compositions_read_the_params() -> None:
+    kwargs: dict[str, Any] = {"n_boot": 100, "seed": 1}
+    for per_layer in (False, True):
+        with_comp = planted_study(n=60, seed=19, per_layer=per_layer)
+        params_only = planted_study(n=60, seed=19, per_layer=per_layer, with_composition=False)
+        assert analyze(params_only, **kwargs) == analyze(with_comp, **kwargs)
+    # the aggregator comes from its param or the composition, never from the description
+    neither = planted_study(n=60, seed=19, aggregator_param=False, with_composition=False)
+    roles = analyze(neither, **kwargs).roles
+    assert roles and all(r.role == "proposer" for r in roles)
 
 
 def test_complete_and_pruned_trials_with_metrics_count() -> None:

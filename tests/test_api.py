@@ -1,4 +1,4 @@
-"""The Python API (``moa_search.runtime.mixture.Mixture``) against the fake OpenAI-compatible server."""
+"""The Python API (``moa_search.Mixture``) against the fake OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from moa_search.runtime.mixture import Mixture
-from moa_search.runtime.cache import MemoryCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool, save_mixture, save_pool
 from moa_search.errors import ConfigError, QuorumError
+from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor, RunResult
+from moa_search.runtime.mixture import Mixture
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 
@@ -109,7 +109,9 @@ def test_errors_carry_the_trace_and_a_shared_executor_stays_open(
     async def main() -> RunResult:
         with pytest.raises(QuorumError) as info:
             await strict.acomplete("quorum?")
-        assert any(c.model == "p2" and c.error == "server_error" for c in info.value.trace.calls)  # type: ignore[attr-defined]
+        trace = info.value.trace
+        assert trace is not None
+        assert any(c.model == "p2" and c.error == "server_error" for c in trace.calls)
         await strict.aclose()  # not its executor: nothing is closed
         result = await lenient.acomplete("quorum?")
         await executor.aclose()

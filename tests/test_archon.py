@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool, load_mixture
+from moa_search.errors import ConfigError
 from moa_search.interop.archon import (
     EXTENSION_KEY,
     OPENAI_COMPATIBLE_MODEL_TYPE,
@@ -19,8 +21,6 @@ from moa_search.interop.archon import (
     load_archon,
     save_archon,
 )
-from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool, load_mixture
-from moa_search.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOGETHER = "https://api.together.xyz/v1"

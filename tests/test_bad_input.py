@@ -132,6 +132,22 @@ CASES: dict[str, Case] = {
         ["--storage", "postgresql+psycopg://nobody:pw@127.0.0.1:1/none"],
         ["--storage", "127.0.0.1:1"],
     ),
+    "cache that cannot be reached": (
+        "search",
+        "s.yaml",
+        spec,
+        GOOD_DATA.encode(),
+        ["--cache", "redis://:pw@127.0.0.1:1/0"],
+        ["--cache", "127.0.0.1:1"],
+    ),
+    "trial that is not a number": (
+        "export",
+        "s.yaml",
+        spec,
+        GOOD_DATA.encode(),
+        ["--trial", "first", "--out", "never-written.yaml"],
+        ["--trial", "'first'"],
+    ),
     "unknown judge": (
         "search",
         "s.yaml",
@@ -166,6 +182,6 @@ def test_bad_input(
     assert err.count("\n") == 1, err  # one paragraph
     for word in words:
         assert word in err, err
-    if "--storage" not in flags and "--n-trials" not in flags:
-        assert str(tmp_path) in err  # it names the file
+    if not {"--storage", "--n-trials", "--cache", "--trial"} & set(flags):
+        assert str(tmp_path) in err  # it names the file (else the flag)
     assert "pw@" not in err  # a storage password is never echoed

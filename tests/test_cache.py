@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from moa_search.runtime.cache import CachedAnswer, RedisCache, SQLiteCache, open_cache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import ConfigError
+from moa_search.runtime.cache import CachedAnswer, RedisCache, SQLiteCache, open_cache
 from moa_search.runtime.executor import Executor
 from moa_search.runtime.prompting import ChatRequest
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
@@ -93,7 +93,11 @@ def test_redis_cache_is_shared_between_workers(redis_prefix: str) -> None:
 def test_unreachable_redis_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         open_cache("redis://:hunter2@127.0.0.1:1/0")
-    assert "--cache" in str(info.value) and "hunter2" not in str(info.value)
+    assert info.value.source == "cache location"
+    assert "cache location" in str(info.value) and "hunter2" not in str(info.value)
+    relabelled = info.value.with_source("--cache")
+    assert "--cache" in str(relabelled) and "hunter2" not in str(relabelled)
+    assert (relabelled.field, relabelled.expected) == (info.value.field, info.value.expected)
 
 
 def test_canary_key_never_reaches_cache_keys_or_values(

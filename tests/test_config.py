@@ -152,3 +152,56 @@ def test_unknown_alias_and_pool_resolution(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         resolve_pool(mixture(), "m.yaml", None, tmp_path / "absent.yaml")
     assert "moa-search local up" in str(info.value)
+
+
+def test_a_replay_path_without_a_kind_is_a_replay_model(tmp_path: Path) -> None:
+    (tmp_path / "pool.yaml").write_text(
+        "models:\n  - {alias: r, model: m, replay: recorded/model_outputs.json}\n"
+    )
+    spec = load_pool(tmp_path / "pool.yaml").get("r")
+    assert spec.kind == "replay" and spec.base_url is None
+    assert spec.replay == str(tmp_path / "recorded" / "model_outputs.json")
+    pool = load_pool(ROOT / "studies" / "alpacaeval" / "pool.yaml")
+    assert {m.kind for m in pool.models} == {"replay"}
+    assert POOL.get("a").kind == "openai"
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "words"),
+    [
+        ("{alias: a, model: m}", "models[0].base_url", "required"),
+        ("{alias: a, model: m, kind: replay}", "models[0].replay", "required"),
+        ("{alias: a, model: m, replay: o.json, base_url: 'http://x'}", "models[0].base_url", "no"),
+        (
+            "{alias: a, model: m, kind: openai, base_url: 'http://x', replay: o.json}",
+            "models[0].replay",
+            "kind 'replay'",
+        ),
+        ("{alias: a, model: m, kind: grpc, base_url: 'http://x'}", "models[0].kind", "'openai'"),
+    ],
+)
+def test_each_kind_needs_its_own_fields(tmp_path: Path, model: str, field: str, words: str) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(f"models: [{model}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_pool(path)
+    assert info.value.field == field and words in str(info.value)
+
+
+def test_replay_pool_round_trips(tmp_path: Path) -> None:
+    pool = Pool(models=(ModelSpec(alias="r", model="m", replay=str(tmp_path / "o.json")),))
+    assert pool.models[0].kind == "replay"
+    save_pool(pool, tmp_path / "pool.yaml")
+    assert load_pool(tmp_path / "pool.yaml") == pool
+
+
+def test_a_config_error_can_be_relabelled_and_keeps_its_hints(tmp_path: Path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text("models: [{alias: a, base_url: 'ftp://x', model: m, max_retries: -1}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_pool(path)
+    err = info.value
+    assert err.also == ("models[0].max_retries",) and "also check" in str(err)
+    relabelled = err.with_source("--pool")
+    assert str(relabelled) == str(err).replace(str(path), "--pool", 1)
+    assert (relabelled.field, relabelled.got, relabelled.also) == (err.field, err.got, err.also)

@@ -19,6 +19,7 @@ import optuna
 import pytest
 import redis
 
+from moa_search.search.records import TrialRecord
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
@@ -78,13 +79,8 @@ def request_key(r: Any) -> str:
     return json.dumps([r.model, r.messages, r.seed, r.max_tokens, r.temperature])
 
 
-def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [
-        t
-        for t in study.get_trials()
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        and not {"invalid", "duplicate_of"} & set(t.user_attrs)
-    ]
+def counted(study: optuna.Study) -> list[TrialRecord]:
+    return [r for r in TrialRecord.all(study) if r.counts]
 
 
 def test_two_workers_share_one_postgres_study_and_one_redis_cache(
@@ -101,8 +97,8 @@ def test_two_workers_share_one_postgres_study_and_one_redis_cache(
         try:
             done = counted(study)
             # each worker checks the total before its next trial
-            assert 8 <= len(done) <= 9, [(t.number, t.state, t.user_attrs) for t in done]
-            assert len({t.user_attrs["worker"] for t in done}) == 2, outs
+            assert 8 <= len(done) <= 9, done
+            assert len({t.worker for t in done}) == 2, outs
             assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
             # running side by side, the two workers never paid twice for one call: a call one
             # had in flight, the other waited for (the claim in the shared cache)
@@ -158,7 +154,7 @@ def test_sigkilled_worker_resumes_without_losing_completed_calls(
             assert len(done) >= 6
             # trials completed before the kill are untouched and not counted twice
             for number, (params, values) in completed_before.items():
-                t = after.trials[number]
+                t = TrialRecord.of(after.trials[number])
                 assert (t.params, t.values) == (params, values)
             assert len({t.number for t in done}) == len(done)
             # every call that had completed before the kill came from the cache afterwards:
@@ -185,7 +181,15 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
     with FakeOpenAIServer(world.behaviors()) as server:
         spec = write_spec(tmp_path, server.base_url, "sigint", n_trials=4)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moa_search.cli.main", "search", str(spec), "--storage", storage],
+            [
+                sys.executable,
+                "-m",
+                "moa_search.cli.main",
+                "search",
+                str(spec),
+                "--storage",
+                storage,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -203,7 +207,15 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
         assert optuna.trial.TrialState.RUNNING not in states
         assert states[-1] == optuna.trial.TrialState.FAIL
         again = subprocess.run(
-            [sys.executable, "-m", "moa_search.cli.main", "search", str(spec), "--storage", storage],
+            [
+                sys.executable,
+                "-m",
+                "moa_search.cli.main",
+                "search",
+                str(spec),
+                "--storage",
+                storage,
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -9,14 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moa_search.runtime.embeddings import (
-    Embedder,
-    default_model_path,
-    diversity,
-    mean_pairwise_cosine_distance,
-    text_hash,
-)
 from moa_search.errors import ConfigError
+from moa_search.judges.diversity import diversity, mean_pairwise_cosine_distance
+from moa_search.runtime.embeddings import Embedder, default_model_path, text_hash
 
 
 @pytest.fixture(scope="module")

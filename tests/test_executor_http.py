@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from moa_search.runtime.cache import MemoryCache
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import QuorumError
+from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from moa_search import local
-from moa_search.runtime.cache import MemoryCache
 from moa_search.config import load_mixture, load_pool, resolve_pool
+from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor
 
 ROOT = Path(__file__).resolve().parents[1]

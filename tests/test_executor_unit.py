@@ -4,15 +4,25 @@ samples, cache, retries, quorum and stream retries."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from moa_search.runtime.backends import Backend, Completion
-from moa_search.runtime.cache import MemoryCache
-from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.config import AgentSpec, MixtureConfig, ModelKind, ModelSpec, Pool
 from moa_search.errors import ModelCallError, QuorumError
+from moa_search.runtime.backends import (
+    BACKEND_FACTORIES,
+    Backend,
+    Completion,
+    OpenAIBackend,
+    ReplayBackend,
+    backend_for,
+)
+from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor
 from moa_search.runtime.prompting import ChatRequest
 
@@ -188,7 +198,8 @@ def test_non_retryable_error_is_not_retried_and_quorum_decides() -> None:
         run(Executor(p, backends=backends), strict)
     assert info.value.answered == 2 and info.value.required == 3
     assert info.value.failures[0].kind == "auth"
-    trace = info.value.trace  # type: ignore[attr-defined]
+    trace = info.value.trace
+    assert trace is not None
     assert len(trace.calls) == 3 and trace.failures[0].model == "a"
 
 
@@ -246,7 +257,8 @@ def test_aggregator_failure_raises_with_trace() -> None:
     with pytest.raises(ModelCallError) as info:
         run(Executor(p, backends=backends), m)
     assert info.value.attempts == 2 and info.value.kind == "server_error"
-    assert len(info.value.trace.calls) == 2  # type: ignore[attr-defined]
+    trace = info.value.trace
+    assert trace is not None and len(trace.calls) == 2
 
 
 def test_ranking_aggregator_returns_the_picked_proposal_verbatim() -> None:
@@ -272,3 +284,21 @@ def test_ranking_aggregator_returns_the_picked_proposal_verbatim() -> None:
     fallback = run(Executor(p, backends=backends), m)
     assert fallback.answer == "answer from a"
     assert fallback.trace.extra == {"ranked_choice": 1, "rank_parsed": False}
+
+
+def test_each_model_gets_the_backend_of_its_kind(tmp_path: Path) -> None:
+    outputs = tmp_path / "model_outputs.json"
+    outputs.write_text(json.dumps([{"instruction": "hi", "output": "recorded hello"}]))
+    p = Pool(
+        models=(
+            ModelSpec(alias="net", base_url="http://127.0.0.1:1/v1", model="m"),
+            ModelSpec(alias="rec", model="r", replay=str(outputs)),
+        )
+    )
+    assert isinstance(backend_for(p.get("net")), OpenAIBackend)
+    assert set(BACKEND_FACTORIES) == set(get_args(ModelKind))
+    executor = Executor(p)
+    assert isinstance(executor.backend("net"), OpenAIBackend)
+    assert isinstance(executor.backend("rec"), ReplayBackend)
+    result = run(executor, MixtureConfig(aggregator=AgentSpec(model="rec")), "hi")
+    assert result.answer == "recorded hello" and result.trace.calls[0].usage_estimated

@@ -67,10 +67,12 @@ def test_runs_answer_whenever_the_quorum_holds() -> None:
         for r in results:
             if isinstance(r, QuorumError):
                 assert r.answered < r.required  # it only gives up when the quorum is lost
-                attempts += r.trace.attempts  # type: ignore[attr-defined]
+                assert r.trace is not None
+                attempts += r.trace.attempts
             elif isinstance(r, ModelCallError):
                 assert r.attempts == 5  # the aggregator exhausted its retries
-                attempts += r.trace.attempts  # type: ignore[attr-defined]
+                assert r.trace is not None
+                attempts += r.trace.attempts
             else:
                 answered += 1
                 attempts += r.trace.attempts  # type: ignore[union-attr]
@@ -107,10 +109,10 @@ def test_study_completes_under_faults_with_exact_accounting(tmp_path: Path) -> N
             totals = session.totals()
         finally:
             session.close()
-        assert totals["trials"] >= 5
+        assert totals.trials >= 5
         assert {r.fault for r in server.requests} - {"ok"}  # faults really happened
-        assert totals["attempts"] == server.count()
-        assert totals["model_calls"] < totals["attempts"]  # retries were needed and counted
+        assert totals.attempts == server.count()
+        assert totals.model_calls < totals.attempts  # retries were needed and counted
 
 
 def test_serve_answers_every_request_under_faults() -> None:

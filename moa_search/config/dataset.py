@@ -43,9 +43,12 @@ def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        bad_line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            source, f"line {line}", "UTF-8 text", f"a byte that is not UTF-8 at offset {exc.start}"
+            source,
+            f"line {bad_line}",
+            "UTF-8 text",
+            f"a byte that is not UTF-8 at offset {exc.start}",
         ) from None
     items: list[TaskItem] = []
     seen: set[str] = set()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moa_search.config.mixture import read_text_file
+from moa_search.config.files import read_text_file
 from moa_search.errors import ConfigError
 
 __all__ = [

@@ -28,7 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from moa_search.config.mixture import AgentSpec, Pool, _Frozen, _validate, load_mapping, load_pool
+from moa_search.config.files import _validate, load_mapping
+from moa_search.config.mixture import AgentSpec
+from moa_search.config.pool import Pool, _Frozen, load_pool
 from moa_search.errors import ConfigError
 
 __all__ = [
@@ -223,7 +225,7 @@ class StudySpec(_Frozen):
         return ("score",) if self.weights is not None else tuple(self.objectives or ())
 
     @property
-    def directions(self) -> tuple[str, ...]:
+    def directions(self) -> tuple[Literal["maximize", "minimize"], ...]:
         if self.weights is not None:
             return ("maximize",)
         return tuple(OBJECTIVES[o] for o in self.objectives or ())

@@ -136,8 +136,9 @@ _DEFAULT_NAME = "moa-search-mixture"
 
 
 def model_type_for(spec: ModelSpec) -> str:
-    """Archon's ``model_type`` for a pool entry, from its ``base_url`` host."""
-    host = (urlparse(spec.base_url).hostname or "").lower()
+    """Archon's ``model_type`` for a pool entry, from its ``base_url`` host (a replay model has
+    none: :data:`OPENAI_COMPATIBLE_MODEL_TYPE`)."""
+    host = (urlparse(spec.base_url or "").hostname or "").lower()
     return MODEL_TYPES_BY_HOST.get(host, OPENAI_COMPATIBLE_MODEL_TYPE)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from moa_search.config.dataset import TaskItem
 from moa_search.config.recorded import Annotation
 from moa_search.errors import NotRecordedError
-from moa_search.judges.core import Judge, Verdict
+from moa_search.judges.base import Judge, Verdict
 
 __all__ = ["RecordedJudge"]
 

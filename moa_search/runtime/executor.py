@@ -16,15 +16,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from moa_search.runtime.retry import MAX_RETRY_DELAY_S
-from moa_search.runtime.backends import Backend, Completion, OpenAIBackend, retry_delay
-from moa_search.runtime.cache import Cache, CachedAnswer
-from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
-from moa_search.errors import MoaSearchError, ModelCallError, QuorumError
+from moa_search.config import AgentSpec, MixtureConfig, Pool
+from moa_search.errors import ModelCallError, QuorumError
+from moa_search.runtime.backends import Backend, Completion, backend_for
+from moa_search.runtime.cache import Cache
+from moa_search.runtime.calls import Caller, CallOutcome
 from moa_search.runtime.prompting import (
     ChatRequest,
     Message,
@@ -68,7 +68,7 @@ class RunResult:
 class RunStream:
     """An async iterator over the final answer's text deltas; :attr:`result` once exhausted."""
 
-    def __init__(self, gen: AsyncIterator[str | RunResult]) -> None:
+    def __init__(self, gen: AsyncGenerator[str | RunResult, None]) -> None:
         self._gen = gen
         self._result: RunResult | None = None
 
@@ -89,14 +89,7 @@ class RunStream:
         return self._result
 
     async def aclose(self) -> None:
-        await self._gen.aclose()  # type: ignore[attr-defined]
-
-
-@dataclass
-class _CallOutcome:
-    record: CallRecord
-    completion: Completion | None
-    error: ModelCallError | None = None
+        await self._gen.aclose()
 
 
 def _expand_layer(agents: Sequence[AgentSpec]) -> list[tuple[AgentSpec, int]]:
@@ -122,7 +115,8 @@ class Executor:
     Args:
         pool: the models mixtures may name.
         cache: a response cache, or ``None`` for none.
-        backends: alias -> :class:`Backend`; by default an :class:`OpenAIBackend` per model.
+        backends: alias -> :class:`Backend`; by default each model's backend for its kind
+            (:func:`~moa_search.runtime.backends.backend_for`).
         seed: seeds the retry jitter (not the models).
 
     One executor may serve many concurrent runs; they share each model's concurrency limit.
@@ -137,21 +131,21 @@ class Executor:
         seed: int | None = None,
     ) -> None:
         self.pool = pool
-        self.cache = cache
-        self._backends: dict[str, Backend] = dict(backends or {})
+        chosen = dict(backends or {})
         for spec in pool.models:
-            if spec.alias not in self._backends:
-                self._backends[spec.alias] = _default_backend(spec)
-        self._rng = random.Random(seed)
+            if spec.alias not in chosen:
+                chosen[spec.alias] = backend_for(spec)
+        self._calls = Caller(pool, cache, chosen, random.Random(seed))
+
+    @property
+    def cache(self) -> Cache | None:
+        return self._calls.cache
 
     def backend(self, alias: str) -> Backend:
-        try:
-            return self._backends[alias]
-        except KeyError:
-            raise MoaSearchError(f"model alias '{alias}' is not in the pool") from None
+        return self._calls.backend(alias)
 
     async def aclose(self) -> None:
-        for backend in self._backends.values():
+        for backend in self._calls.backends.values():
             await backend.aclose()
 
     # ------------------------------------------------------------------ one call
@@ -170,202 +164,8 @@ class Executor:
         With ``on_delta`` the answer streams: each text delta is passed to it as it arrives.
         Returns the trace record, the completion (``None`` on failure) and the error.
         """
-        outcome = await self._call(request, layer, role, run_start, on_delta)
+        outcome = await self._calls.call(request, layer, role, run_start, on_delta)
         return outcome.record, outcome.completion, outcome.error
-
-    async def _call(
-        self,
-        request: ChatRequest,
-        layer: int,
-        role: Role,
-        run_start: float | None,
-        on_delta: Callable[[str], None] | None,
-    ) -> _CallOutcome:
-        start = time.perf_counter()
-        started_s = start - run_start if run_start is not None else 0.0
-        spec = self.pool.get(request.alias)
-        key = request.cache_key() if self.cache is not None else ""
-        claimed = False
-        if self.cache is not None:
-            hit = await self.cache.aget(key)
-            if hit is None:
-                hit, claimed = await self._claim_or_wait(key, spec)
-            if hit is not None:
-                if on_delta is not None and hit.text:
-                    on_delta(hit.text)
-                completion = Completion(
-                    hit.text, hit.tokens_in, hit.tokens_out, "stop", hit.usage_estimated
-                )
-                record = CallRecord(
-                    layer=layer,
-                    role=role,
-                    model=request.alias,
-                    sample=request.sample,
-                    tokens_in=hit.tokens_in,
-                    tokens_out=hit.tokens_out,
-                    latency_s=time.perf_counter() - start,
-                    cost_usd=spec.cost(hit.tokens_in, hit.tokens_out),
-                    cache_hit=True,
-                    attempts=0,
-                    started_s=started_s,
-                    usage_estimated=hit.usage_estimated,
-                )
-                return _CallOutcome(record, completion)
-        try:
-            return await self._make_call(
-                request, layer, role, on_delta, start, started_s, key, spec
-            )
-        finally:
-            if claimed and self.cache is not None:
-                await self.cache.arelease(key)
-
-    async def _claim_or_wait(self, key: str, spec: ModelSpec) -> tuple[CachedAnswer | None, bool]:
-        """Before paying for a call, claim it in a shared cache; if another worker already
-        has it in flight, wait for its answer. Returns (the other worker's answer or None,
-        whether this worker holds the claim). A worker that dies drops its claim when it
-        expires, and a wait never outlasts the call's own worst case."""
-        cache = self.cache
-        assert cache is not None
-        budget = spec.timeout_s * (spec.max_retries + 1) + MAX_RETRY_DELAY_S * spec.max_retries
-        deadline = time.perf_counter() + budget
-        delay = 0.02
-        while not await cache.aclaim(key, budget):
-            hit = await cache.apeek(key)
-            if hit is not None:
-                cache.stats.count(True)
-                return hit, False
-            if time.perf_counter() >= deadline:
-                return None, False
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-        return None, True
-
-    async def _make_call(
-        self,
-        request: ChatRequest,
-        layer: int,
-        role: Role,
-        on_delta: Callable[[str], None] | None,
-        start: float,
-        started_s: float,
-        key: str,
-        spec: ModelSpec,
-    ) -> _CallOutcome:
-        backend = self.backend(request.alias)
-        attempts = 0
-        emitted = ""
-        error: ModelCallError | None = None
-        completion: Completion | None = None
-        while True:
-            attempts += 1
-            try:
-                async with backend.semaphore:
-                    if on_delta is None:
-                        completion = await backend.complete(request)
-                    else:
-                        completion = await self._stream_once(backend, request, emitted, on_delta)
-                break
-            except _Emitted as partial:
-                emitted = partial.text
-                error = partial.error
-            except ModelCallError as exc:
-                error = exc
-            assert error is not None
-            retryable = error.retryable or error.kind == "stream_interrupted"
-            if not retryable or attempts > spec.max_retries:
-                break
-            delay = retry_delay(attempts, error.retry_after, self._rng)
-            log.info(
-                "retrying %s (%s) in %.2fs, attempt %d", request.alias, error.kind, delay, attempts
-            )
-            await asyncio.sleep(delay)
-        latency = time.perf_counter() - start
-        if completion is None:
-            assert error is not None
-            error.attempts = attempts
-            record = CallRecord(
-                layer=layer,
-                role=role,
-                model=request.alias,
-                sample=request.sample,
-                tokens_in=0,
-                tokens_out=0,
-                latency_s=latency,
-                cost_usd=0.0,
-                cache_hit=False,
-                attempts=attempts,
-                started_s=started_s,
-                error=error.kind,
-                error_detail=error.detail,
-                status=error.status,
-            )
-            return _CallOutcome(record, None, error)
-        if self.cache is not None:
-            await self.cache.aset(
-                key,
-                CachedAnswer(
-                    completion.text,
-                    completion.tokens_in,
-                    completion.tokens_out,
-                    completion.usage_estimated,
-                ),
-            )
-        record = CallRecord(
-            layer=layer,
-            role=role,
-            model=request.alias,
-            sample=request.sample,
-            tokens_in=completion.tokens_in,
-            tokens_out=completion.tokens_out,
-            latency_s=latency,
-            cost_usd=spec.cost(completion.tokens_in, completion.tokens_out),
-            cache_hit=False,
-            attempts=attempts,
-            started_s=started_s,
-            usage_estimated=completion.usage_estimated,
-        )
-        return _CallOutcome(record, completion)
-
-    async def _stream_once(
-        self,
-        backend: Backend,
-        request: ChatRequest,
-        emitted: str,
-        on_delta: Callable[[str], None],
-    ) -> Completion:
-        """One streaming attempt. Text already passed on by an earlier attempt is not repeated:
-        the new attempt's text must start with it (same seed, same request), and only the rest
-        is passed on; if it diverges the call fails as ``stream_interrupted``."""
-        received = ""
-        try:
-            async for item in backend.stream(request):
-                if isinstance(item, Completion):
-                    if len(item.text) < len(emitted):
-                        raise ModelCallError(
-                            request.alias, "stream_interrupted", "a retry answered differently"
-                        )
-                    return item
-                before = len(received)
-                received += item
-                if len(received) <= len(emitted):
-                    if not emitted.startswith(received):
-                        raise ModelCallError(
-                            request.alias, "stream_interrupted", "a retry answered differently"
-                        )
-                    continue
-                if before < len(emitted):
-                    if not received.startswith(emitted):
-                        raise ModelCallError(
-                            request.alias, "stream_interrupted", "a retry answered differently"
-                        )
-                    on_delta(received[len(emitted) :])
-                else:
-                    on_delta(item)
-        except ModelCallError as exc:
-            if len(received) > len(emitted):
-                raise _Emitted(received, exc) from exc
-            raise
-        raise ModelCallError(request.alias, "malformed_response", "the stream gave no completion")
 
     # ------------------------------------------------------------------ a mixture
 
@@ -420,7 +220,7 @@ class Executor:
         mixture: MixtureConfig,
         messages: tuple[Message, ...],
         on_progress: Callable[[ProgressEvent], None] | None,
-    ) -> AsyncIterator[str | RunResult]:
+    ) -> AsyncGenerator[str | RunResult, None]:
         t0 = time.perf_counter()
         records: list[CallRecord] = []
         n_layers = len(mixture.layers) + 1
@@ -428,8 +228,8 @@ class Executor:
         layer_outputs: list[tuple[str, ...]] = []
         layer_models: list[tuple[str, ...]] = []
 
-        def fail(exc: MoaSearchError) -> MoaSearchError:
-            exc.trace = Trace.of(records, time.perf_counter() - t0)  # type: ignore[attr-defined]
+        def fail(exc: ModelCallError | QuorumError) -> ModelCallError | QuorumError:
+            exc.trace = Trace.of(records, time.perf_counter() - t0)
             return exc
 
         for index, agents in enumerate(mixture.layers):
@@ -449,7 +249,7 @@ class Executor:
                     sample=sample,
                     mixture_seed=mixture.seed,
                 )
-                tasks.append(self._call(request, index, "proposer", t0, None))
+                tasks.append(self._calls.call(request, index, "proposer", t0, None))
             outcomes = await asyncio.gather(*tasks)
             records.extend(o.record for o in outcomes)
             answers = tuple(o.completion.text for o in outcomes if o.completion is not None)
@@ -509,9 +309,9 @@ class Executor:
                 first_token.append(time.perf_counter() - t0)
             queue.put_nowait(text)
 
-        async def aggregate() -> _CallOutcome:
+        async def aggregate() -> CallOutcome:
             try:
-                return await self._call(request, n_layers - 1, "aggregator", t0, on_delta)
+                return await self._calls.call(request, n_layers - 1, "aggregator", t0, on_delta)
             finally:
                 queue.put_nowait(None)
 
@@ -559,11 +359,11 @@ class Executor:
         request = ChatRequest.build(
             self.pool.get(agg.model), ranker, seen, sample=0, mixture_seed=mixture.seed
         )
-        outcome = await self._call(request, n_layers - 1, "aggregator", t0, None)
+        outcome = await self._calls.call(request, n_layers - 1, "aggregator", t0, None)
         records.append(outcome.record)
         if outcome.completion is None:
             assert outcome.error is not None
-            outcome.error.trace = Trace.of(records, time.perf_counter() - t0)  # type: ignore[attr-defined]
+            outcome.error.trace = Trace.of(records, time.perf_counter() - t0)
             raise outcome.error
         pick = parse_rank(outcome.completion.text, len(references))
         extra = {"ranked_choice": pick if pick is not None else 1, "rank_parsed": pick is not None}
@@ -571,22 +371,3 @@ class Executor:
         elapsed = time.perf_counter() - t0
         trace = Trace.of(records, elapsed, first_token_s=elapsed, extra=extra)
         return RunResult(chosen, trace)
-
-
-def _default_backend(spec: ModelSpec) -> Backend:
-    """An OpenAI-compatible client, or the recorded answers of a ``replay`` model."""
-    if spec.replay:
-        from moa_search.config.recorded import load_model_outputs
-        from moa_search.runtime.backends.replay import ReplayBackend
-
-        return ReplayBackend(spec, load_model_outputs(spec.replay))
-    return OpenAIBackend(spec)
-
-
-class _Emitted(Exception):  # noqa: N818 - internal signal, not an error users see
-    """A streaming attempt failed after passing on ``text``."""
-
-    def __init__(self, text: str, error: ModelCallError) -> None:
-        super().__init__(str(error))
-        self.text = text
-        self.error = error

@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool, load_mixture, resolve_pool
+from moa_search.runtime.cache import Cache, open_cache
 from moa_search.runtime.executor import Executor, ProgressEvent, RunResult, RunStream
 
 __all__ = ["Mixture", "Prompt", "load_mixture_and_pool"]
@@ -56,7 +56,7 @@ def load_mixture_and_pool(
     mixture's own pool (inline or a path relative to the file), else the local pool at
     :func:`moa_search.local.default_pool_path`. Raises :class:`ConfigError` for any problem.
     """
-    from moa_search.local import default_pool_path
+    from moa_search.config.paths import default_pool_path
 
     config = load_mixture(path)
     if isinstance(pool, Pool):

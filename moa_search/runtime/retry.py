@@ -1,6 +1,18 @@
-"""Retry and timeout constants, in one place."""
+"""Retry and timeout constants, and the back-off delay between attempts, in one place."""
 
 from __future__ import annotations
+
+import random
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "INITIAL_RETRY_DELAY_S",
+    "MAX_RETRY_AFTER_S",
+    "MAX_RETRY_DELAY_S",
+    "NO_KEY_PLACEHOLDER",
+    "RETRY_JITTER",
+    "retry_delay",
+]
 
 #: First back-off delay (seconds) after a retryable failure; doubles each attempt.
 INITIAL_RETRY_DELAY_S = 0.25
@@ -14,3 +26,15 @@ MAX_RETRY_AFTER_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 #: Placeholder sent as the bearer token to endpoints that need no key (local servers).
 NO_KEY_PLACEHOLDER = "no-key"
+
+
+def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
+
+    A provider's Retry-After wins when it is given and reasonable; otherwise exponential
+    back-off from :data:`INITIAL_RETRY_DELAY_S`, capped, with jitter.
+    """
+    if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER_S:
+        return retry_after
+    base = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2 ** (attempt - 1))
+    return base * (1 - RETRY_JITTER * rng.random())

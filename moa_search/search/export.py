@@ -15,15 +15,16 @@ from typing import Any
 from moa_search.config import MixtureConfig, save_mixture
 from moa_search.config.study import describe
 from moa_search.search.records import FinalEvaluation, TrialRecord
-from moa_search.search.session import SearchSession, redact_url
+from moa_search.search.session import SearchSession
 from moa_search.search.space import describe_mixture
+from moa_search.search.storage import redact_url
 
 __all__ = ["export_trial", "provenance"]
 
 
 def provenance(session: SearchSession, trial: TrialRecord) -> dict[str, Any]:
     """Where a mixture came from, with no secrets (the storage URL loses its password)."""
-    from moa_search import __version__
+    from moa_search._version import __version__
 
     final = FinalEvaluation.load(session.study())
     out: dict[str, Any] = {

@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from moa_search.config.dataset import TaskItem
-from moa_search.runtime.embeddings import Embedder, diversity
-from moa_search.errors import MoaSearchError, ModelCallError
-from moa_search.runtime.executor import Executor
-from moa_search.judges import Judge
-from moa_search.runtime.prompting import ChatRequest, normalize_messages
 from moa_search.config.study import BaselineSpec
+from moa_search.errors import MoaSearchError, ModelCallError
+from moa_search.judges import Judge
+from moa_search.judges.diversity import diversity
 from moa_search.judges.stats import WinRate, win_rate
+from moa_search.runtime.embeddings import Embedder
+from moa_search.runtime.executor import Executor
+from moa_search.runtime.prompting import ChatRequest, normalize_messages
 from moa_search.runtime.trace import CallRecord, Trace
 
 __all__ = ["Evaluation", "Evaluator", "ItemOutcome"]
@@ -127,7 +128,7 @@ class Evaluator:
         record, completion, error = await self.executor.acall(request, role="proposer")
         if completion is None:
             assert error is not None
-            error.calls = (record,)  # type: ignore[attr-defined]
+            error.calls = (record,)
             raise error
         self._baseline_answers[item.id] = (completion.text, [record])
         return completion.text, [record]

@@ -27,6 +27,8 @@ __all__ = [
     "TrialRecord",
     "TrialWriter",
     "evaluation_from_dict",
+    "record_study",
+    "study_dataset_hash",
 ]
 
 TrialStateName = Literal["complete", "pruned", "fail", "running", "waiting"]
@@ -43,6 +45,8 @@ _N_ITEMS = "n_items"
 _RUNG = "rung/"
 _SPEND = ("spent_usd", "spent_tokens", "model_calls", "calls_total", "attempts")
 _FINAL = "final"
+_SPEC = "spec"
+_DATASET_HASH = "dataset_hash"
 
 
 def evaluation_from_dict(d: Mapping[str, Any]) -> Evaluation:
@@ -50,7 +54,19 @@ def evaluation_from_dict(d: Mapping[str, Any]) -> Evaluation:
     names = {f.name for f in fields(Evaluation)} - {"preferences"}
     data = {k: v for k, v in d.items() if k in names}
     wr = d["win_rate"]
-    data["win_rate"] = WinRate(**wr) if isinstance(wr, Mapping) else WinRate(wr, 0.0, wr, wr, 0)
+    if isinstance(wr, Mapping):
+        mean = float(wr["mean"])
+        data["win_rate"] = WinRate(
+            mean=mean,
+            stderr=float(wr.get("stderr", 0.0)),
+            ci_low=float(wr.get("ci_low", mean)),
+            ci_high=float(wr.get("ci_high", mean)),
+            n=int(wr.get("n", d.get("n", 0))),
+            confidence=float(wr.get("confidence", 0.95)),
+            method=str(wr.get("method", "normal")),
+        )
+    else:  # a bare number, as very early studies stored it
+        data["win_rate"] = WinRate(float(wr), 0.0, float(wr), float(wr), int(d.get("n", 0)))
     for name in names - data.keys():  # a field a study stored by an older version lacks
         data[name] = 0
     return Evaluation(**data)
@@ -101,11 +117,13 @@ class TrialRecord:
             mixture=a.get(_MIXTURE),
             composition=Composition.from_dict(comp) if comp else None,
             mixture_key=a.get(_KEY),
-            metrics=evaluation_from_dict(metrics) if metrics else None,
+            metrics=(
+                evaluation_from_dict(metrics)
+                if isinstance(metrics, Mapping) and "win_rate" in metrics
+                else None
+            ),
             n_items=int(a.get(_N_ITEMS) or 0),
-            rungs={
-                int(k[len(_RUNG) :]): float(v) for k, v in a.items() if k.startswith(_RUNG)
-            },
+            rungs={int(k[len(_RUNG) :]): float(v) for k, v in a.items() if k.startswith(_RUNG)},
             spent_usd=float(a.get("spent_usd") or 0.0),
             spent_tokens=int(a.get("spent_tokens") or 0),
             model_calls=int(a.get("model_calls") or 0),
@@ -191,11 +209,7 @@ class TrialWriter:
 def rung_values(trials: Sequence[FrozenTrial], n_items: int, exclude: int) -> list[float]:
     """The win rates other counted trials had after ``n_items`` prompts (for pruning)."""
     key = f"{_RUNG}{n_items}"
-    return [
-        float(t.user_attrs[key])
-        for t in trials
-        if key in t.user_attrs and t.number != exclude
-    ]
+    return [float(t.user_attrs[key]) for t in trials if key in t.user_attrs and t.number != exclude]
 
 
 @dataclass(frozen=True)
@@ -270,3 +284,15 @@ class FinalEvaluation:
             "spent_usd": self.spent_usd,
             "spent_tokens": self.spent_tokens,
         }
+
+
+def record_study(study: optuna.Study, spec: Mapping[str, Any], dataset_hash: str) -> None:
+    """Store what the study was run with: its spec (without the pool) and the dataset's hash."""
+    study.set_user_attr(_SPEC, dict(spec))
+    study.set_user_attr(_DATASET_HASH, dataset_hash)
+
+
+def study_dataset_hash(study: optuna.Study) -> str | None:
+    """The sha256 of the dataset the study was run on, as the study driver stored it."""
+    h = study.user_attrs.get(_DATASET_HASH)
+    return str(h) if h else None

@@ -2,19 +2,17 @@
 
 :class:`SearchSession` opens everything a study needs from its spec file (pool, dataset, cache,
 judge, embedder, storage) and runs trials. Each trial builds its mixture with
-:func:`moa_search.search.space.suggest_mixture`, is evaluated on growing prompt minibatches (pruned when
-it trails the others on win rate), and records its metrics, intervals, spend and calls as trial
-user attributes — so a study in storage is self-describing and resumes where it stopped.
-
-Storage defaults to an SQLite file beside the study's results; any Optuna RDB URL works.
+:func:`moa_search.search.space.suggest_mixture`, is evaluated on growing prompt minibatches
+(pruned when it trails the others on win rate), and records its metrics, intervals, spend and
+calls through :class:`moa_search.search.records.TrialWriter` — so a study in storage is
+self-describing and resumes where it stopped. Where the study is stored:
+:mod:`moa_search.search.storage`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import json
 import logging
 import os
 import random
@@ -30,26 +28,26 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool
 from moa_search.config.dataset import TaskItem, dataset_hash, load_dataset
-from moa_search.runtime.embeddings import Embedder
-from moa_search.errors import ConfigError, MoaSearchError
-from moa_search.runtime.executor import Executor
-from moa_search.judges import (
-    ExactMatchJudge,
-    Judge,
-    PairwiseLLMJudge,
-    ReferenceEmbeddingJudge,
-    load_callable_judge,
+from moa_search.config.study import (
+    load_study_spec,
+    spec_dataset_path,
+    spec_pool,
 )
-from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome
+from moa_search.errors import ConfigError, MoaSearchError
+from moa_search.judges import Judge, build_judge
+from moa_search.runtime.cache import Cache, open_cache
+from moa_search.runtime.embeddings import Embedder
+from moa_search.runtime.executor import Executor
 from moa_search.search.choose import choose_trial
+from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome
 from moa_search.search.records import (
     FinalEvaluation,
     StudyTotals,
     TrialRecord,
     TrialWriter,
+    record_study,
     rung_values,
 )
 from moa_search.search.space import (
@@ -60,11 +58,10 @@ from moa_search.search.space import (
     mixture_key,
     suggest_mixture,
 )
-from moa_search.config.study import (
-    StudySpec,
-    load_study_spec,
-    spec_dataset_path,
-    spec_pool,
+from moa_search.search.storage import (
+    make_sampler,
+    open_study,
+    results_dir,
 )
 
 __all__ = ["SearchSession", "TrialReport", "results_dir"]
@@ -78,28 +75,8 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 # their "experimental" labels would only clutter every search's output.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-#: A running trial's heartbeat (seconds); one silent for GRACE_S (a killed worker's) is failed
-#: by the next worker or session, and its unfinished work is all that is lost.
-HEARTBEAT_S = 10
-GRACE_S = 30
-
 #: Trial states that count towards the trial budget.
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def results_dir(spec_path: str | Path, spec: StudySpec) -> Path:
-    """Where a study keeps its storage and caches: ``<spec dir>/results/<study name>/``."""
-    return Path(spec_path).resolve().parent / "results" / spec.name
-
-
-def redact_url(url: str) -> str:
-    """A storage URL without its password, for logs and provenance."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL; keep the scheme only
-        return url.split("://", 1)[0] + "://…"
 
 
 @dataclass(frozen=True)
@@ -192,66 +169,12 @@ class SearchSession:
         return clipped
 
     def _judge(self) -> Judge:
-        j = self.spec.judge
-        if j.kind == "reference_embedding":
-            return ReferenceEmbeddingJudge(self.embedder)
-        if j.kind == "pairwise_llm":
-            assert j.model is not None
-            return PairwiseLLMJudge(self.executor, j.model, both_orders=j.both_orders)
-        if j.kind == "exact_match":
-            return ExactMatchJudge(pattern=j.pattern)
-        if j.kind == "recorded":
-            from moa_search.config.recorded import load_annotations
-            from moa_search.judges.recorded import RecordedJudge
-
-            assert j.annotations is not None
-            folder = self.spec_path.parent
-            return RecordedJudge(
-                [a for path in j.annotations for a in load_annotations(folder / path)]
-            )
-        assert j.function is not None
-        return load_callable_judge(j.function)
-
-    def _sampler(self) -> optuna.samplers.BaseSampler:
-        s = self.spec
-        if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=s.seed)
-        if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=8)
-        if s.sampler == "gp":
-            return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-        return optuna.samplers.TPESampler(
-            seed=s.seed,
-            multivariate=True,
-            group=True,
-            n_startup_trials=s.n_startup_trials,
+        return build_judge(
+            self.spec.judge,
+            executor=self.executor,
+            embedder=self.embedder,
+            folder=self.spec_path.parent,
         )
-
-    def _create_study(self, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-        """Create or load the study; workers starting together race to create the tables and
-        the study, and the loser of that race simply tries again."""
-        from sqlalchemy.exc import IntegrityError, OperationalError
-
-        for attempt in range(5):
-            try:
-                storage = optuna.storages.RDBStorage(
-                    self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-                )
-                return optuna.create_study(
-                    storage=storage,
-                    study_name=self.spec.name,
-                    directions=list(self.spec.directions),
-                    sampler=self._sampler(),
-                    pruner=pruner,
-                    load_if_exists=True,
-                )
-            except (IntegrityError, optuna.exceptions.DuplicatedStudyError) as exc:
-                if attempt == 4:
-                    raise exc
-                time.sleep(0.2 + 0.3 * random.random())
-            except OperationalError:
-                raise
-        raise AssertionError("unreachable")
 
     def study(self) -> optuna.Study:
         """Create the study in storage, or load it to resume."""
@@ -261,20 +184,13 @@ class SearchSession:
                 if self.spec.pruner == "median"
                 else optuna.pruners.NopPruner()
             )
-            try:
-                study = self._create_study(pruner)
-            except ValueError as exc:
-                raise ConfigError(
-                    "--storage", "", "a study whose objectives match the spec", str(exc)
-                ) from None
-            except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
-                raise ConfigError(
-                    "--storage",
-                    "",
-                    "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
-                    "postgresql+psycopg://user@host/db)",
-                    f"{redact_url(self.storage_url)} ({type(exc).__name__})",
-                ) from None
+            study = open_study(
+                self.storage_url,
+                self.spec.name,
+                list(self.spec.directions),
+                make_sampler(self.spec),
+                pruner,
+            )
             if list(study.directions) != [
                 optuna.study.StudyDirection.MAXIMIZE
                 if d == "maximize"
@@ -287,8 +203,9 @@ class SearchSession:
                     "the objectives the stored study was created with; use a new study name",
                 )
             study.set_metric_names(list(self.spec.objective_names))
-            study.set_user_attr("spec", self.spec.model_dump(mode="json", exclude={"pool"}))
-            study.set_user_attr("dataset_hash", self.dataset_hash)
+            record_study(
+                study, self.spec.model_dump(mode="json", exclude={"pool"}), self.dataset_hash
+            )
             self._study = study
         return self._study
 
@@ -536,18 +453,18 @@ class SearchSession:
             chosen = choose_trial(study, self.spec)
             if chosen is None:
                 raise ConfigError(
-                    "--trial", "", "a study with at least one complete trial; run search first"
+                    "trial", "", "a study with at least one complete trial; run search first"
                 )
             return chosen
         try:
             number = int(which)
         except ValueError:
-            raise ConfigError("--trial", "", "'best' or a trial number", repr(which)) from None
+            raise ConfigError("trial", "", "'best' or a trial number", repr(which)) from None
         trials = {t.number: TrialRecord.of(t) for t in study.get_trials(deepcopy=False)}
         if number not in trials or trials[number].state != "complete":
             complete = sorted(n for n, t in trials.items() if t.state == "complete")
             raise ConfigError(
-                "--trial",
+                "trial",
                 "",
                 f"the number of a complete trial ({complete or 'none yet'})",
                 str(number),

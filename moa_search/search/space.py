@@ -32,6 +32,7 @@ import optuna
 
 from moa_search.config import DEFAULT_AGGREGATION_PROMPT, AgentSpec, MixtureConfig, Pool
 from moa_search.config.study import SearchSpaceSpec
+from moa_search.errors import InvalidMixture
 
 __all__ = [
     "Composition",
@@ -42,10 +43,6 @@ __all__ = [
     "mixture_key",
     "suggest_mixture",
 ]
-
-
-class InvalidMixture(ValueError):  # noqa: N818 - reads better at the call site
-    """The trial's choices do not make a valid mixture (e.g. an empty layer)."""
 
 
 def _proposers(space: SearchSpaceSpec, pool: Pool) -> tuple[str, ...]:
@@ -190,7 +187,6 @@ class Composition:
     def calls_per_prompt(self) -> int:
         """Model calls one prompt costs: every proposer sample, plus the aggregator."""
         return sum(sum(layer.values()) for layer in self.layers) + 1
-
 
 
 def mixture_key(m: MixtureConfig) -> str:

@@ -6,21 +6,10 @@ uvicorn, bound to ``127.0.0.1:8000`` by default. Any OpenAI client works against
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)
     client.chat.completions.create(model="local-example", messages=[...], stream=True)
 
-Endpoints:
-
-- ``POST /v1/chat/completions`` — ``model`` names a served mixture (its ``name``, else its file
-  stem); ``messages`` is a non-empty list of ``{"role": "system"|"user"|"assistant",
-  "content": str | [text parts]}``. The mixture's own sampling parameters apply: a request's
-  ``temperature``, ``max_tokens`` and the like are ignored, and ``n`` must be 1.
-  ``stream: false`` returns one ``chat.completion`` whose ``usage`` sums every call of the
-  mixture (``prompt_tokens`` = the sum of ``tokens_in`` over the trace, ``completion_tokens``
-  the sum of ``tokens_out``; cache hits included, failed calls count 0). ``stream: true``
-  returns Server-Sent Events: a first ``chat.completion.chunk`` with ``delta.role``, then the
-  aggregator's text deltas forwarded as they arrive from its stream, a chunk with
-  ``finish_reason: "stop"``, a usage chunk (empty ``choices``) when
-  ``stream_options.include_usage`` is true, then ``data: [DONE]``.
-- ``GET /v1/models`` — one model per served mixture.
-- ``GET /health`` — ``{"status": "ok"}``; never needs a key.
+Endpoints: ``POST /v1/chat/completions`` (``model`` names a served mixture: its ``name``, else
+its file stem), ``GET /v1/models`` (one model per served mixture) and ``GET /health``
+(``{"status": "ok"}``, never needs a key). The request, the completion, the stream's events and
+the error statuses are described in :mod:`moa_search.serve.wire`.
 
 A request header ``X-MOA-Trace: 1`` adds a non-standard ``moa_trace`` field (the run's trace:
 every call's layer, role, model, tokens, latency, cost, cache hit, attempts and error) to the
@@ -30,16 +19,13 @@ Authentication: if a key is configured — the ``api_key`` argument, else the en
 variable ``MOA_SEARCH_API_KEY`` — every ``/v1/*`` request must carry
 ``Authorization: Bearer <key>`` or gets a 401. The key is never logged.
 
-Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 invalid JSON
-or request, 401 missing or wrong key, 404 unknown model or path, 413 a body over
-``max_body_bytes`` (checked against ``Content-Length`` and counted while reading), 502 when the
-mixture fails upstream — a layer below its quorum (:class:`~moa_search.errors.QuorumError`) or
-the aggregator failing after its retries (:class:`~moa_search.errors.ModelCallError`) — with the
-reason in the message. A streamed request does not send its headers until the aggregator's
-first token (or the failure) is known, so a failure before any text is a plain 502 too. If the
-aggregator fails *mid-stream*, after text was sent, the status can no longer change: the server
-sends one SSE event ``data: {"error": {...}}`` (same shape, ``code: "upstream_error"``) and
-closes the stream without ``[DONE]``; the ``openai`` client raises ``APIError`` on it.
+Failures upstream — a layer below its quorum (:class:`~moa_search.errors.QuorumError`) or the
+aggregator failing after its retries (:class:`~moa_search.errors.ModelCallError`) — are a 502
+with the reason in the message. A streamed request does not send its headers until the
+aggregator's first token (or the failure) is known, so a failure before any text is a plain
+502 too. If the aggregator fails *mid-stream*, after text was sent, the status can no longer
+change: the server sends one SSE event ``data: {"error": {...}}`` (``code: "upstream_error"``)
+and closes the stream without ``[DONE]``; the ``openai`` client raises ``APIError`` on it.
 
 Concurrency: one :class:`~moa_search.runtime.executor.Executor` per distinct pool, shared by every
 request and every mixture on that pool, so concurrent requests share each model's
@@ -53,26 +39,27 @@ import hmac
 import json
 import logging
 import os
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from moa_search.runtime.mixture import Mixture, PathLike, load_mixture_and_pool
-from moa_search.runtime.cache import Cache, open_cache
 from moa_search.config import MixtureConfig, Pool
 from moa_search.errors import ConfigError, MoaSearchError
-from moa_search.runtime.executor import Executor, RunResult, RunStream
-from moa_search.runtime.prompting import normalize_messages
+from moa_search.runtime.cache import Cache, open_cache
+from moa_search.runtime.executor import Executor, RunStream
+from moa_search.runtime.mixture import Mixture, PathLike, load_mixture_and_pool
 from moa_search.runtime.trace import Trace
+from moa_search.serve import wire
+from moa_search.serve.runner import run_until_interrupted, running
+from moa_search.serve.wire import ChatCompletionRequest, WireError, sse_event
 
 __all__ = [
     "API_KEY_ENV",
@@ -90,6 +77,7 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "MOA_SEARCH_API_KEY"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 TRACE_HEADER = "x-moa-trace"
+OWNER = "moa-search"
 
 #: What :func:`create_app` serves under a name: a ready :class:`Mixture`, a
 #: :class:`MixtureConfig` with an inline pool, or a ``(config, pool)`` pair.
@@ -98,59 +86,18 @@ MixtureSource = Mixture | MixtureConfig | tuple[MixtureConfig, Pool]
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class _APIError(Exception):
-    """A request ends with this OpenAI-shaped error."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.param = param
-        self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+def _error_response(error: WireError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def _upstream_error(exc: MoaSearchError) -> _APIError:
-    return _APIError(
-        502,
-        f"the mixture failed upstream: {exc}",
-        type_="server_error",
-        code="upstream_error",
-    )
+def _upstream_error(exc: MoaSearchError) -> WireError:
+    message = f"the mixture failed upstream: {exc}"
+    return WireError(502, message, type_="server_error", code="upstream_error")
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _usage(trace: Trace) -> dict[str, int]:
-    return {
-        "prompt_tokens": trace.tokens_in,
-        "completion_tokens": trace.tokens_out,
-        "total_tokens": trace.tokens_in + trace.tokens_out,
-    }
+def _usage(trace: Trace) -> wire.Usage:
+    return wire.usage(trace.tokens_in, trace.tokens_out)
 
 
 class _Service:
@@ -215,20 +162,22 @@ class _Service:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), self.api_key.encode()
         ):
-            raise _APIError(
+            raise WireError(
                 401,
                 "Missing or incorrect API key: send 'Authorization: Bearer <key>' with the key "
                 f"set in {API_KEY_ENV} on the server.",
                 code="invalid_api_key",
             )
 
-    async def read_json(self, request: Request) -> dict[str, Any]:
+    async def read_request(self, request: Request) -> ChatCompletionRequest:
+        """The validated body of a chat request: 413 over the size limit, 400 for invalid JSON
+        or a body :class:`ChatCompletionRequest` rejects."""
         length = request.headers.get("content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
-                raise _APIError(400, "The Content-Length header is not a number.") from None
+                raise WireError(400, "The Content-Length header is not a number.") from None
             if declared > self.max_body_bytes:
                 raise self._too_large()
         chunks: list[bytes] = []
@@ -241,69 +190,31 @@ class _Service:
         try:
             body = json.loads(b"".join(chunks))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _APIError(400, f"The request body is not valid JSON: {exc}.") from None
-        if not isinstance(body, dict):
-            raise _APIError(400, "The request body must be a JSON object.")
-        return body
+            raise WireError(400, f"The request body is not valid JSON: {exc}.") from None
+        try:
+            return ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            raise wire.invalid_request(exc) from None
 
-    def _too_large(self) -> _APIError:
-        return _APIError(
+    def _too_large(self) -> WireError:
+        return WireError(
             413,
             f"The request body is larger than the server's limit of {self.max_body_bytes} bytes.",
             code="request_too_large",
         )
 
-    def parse(self, body: Mapping[str, Any]) -> tuple[Mixture, list[dict[str, Any]], bool, bool]:
-        """The mixture, the messages, ``stream`` and ``include_usage`` of a valid request."""
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _APIError(
-                400,
-                "'model' is required: the name of a served mixture.",
-                param="model",
-                code="missing_required_parameter" if model is None else "invalid_type",
-            )
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _APIError(
-                400,
-                "'messages' is required: a non-empty list of {role, content} objects.",
-                param="messages",
-                code="missing_required_parameter" if messages is None else "invalid_type",
-            )
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise _APIError(
-                    400,
-                    f"messages[{i}] must be an object with 'role' and 'content'.",
-                    param=f"messages[{i}]",
-                    code="invalid_type",
-                )
-        try:
-            normalize_messages(messages)
-        except ValueError as exc:
-            raise _APIError(400, f"{exc}.", param="messages", code="invalid_value") from None
-        stream = body.get("stream", False)
-        if stream is None:
-            stream = False
-        if not isinstance(stream, bool):
-            raise _APIError(400, "'stream' must be a boolean.", param="stream")
-        options = body.get("stream_options") or {}
-        if not isinstance(options, dict):
-            raise _APIError(400, "'stream_options' must be an object.", param="stream_options")
-        n = body.get("n", 1)
-        if n not in (1, None):
-            raise _APIError(400, "Only n=1 is supported by a mixture.", param="n")
-        mixture = self.mixtures.get(model)
+    def mixture_for(self, body: ChatCompletionRequest) -> Mixture:
+        """The served mixture a request names; 404 for a name not served."""
+        mixture = self.mixtures.get(body.model)
         if mixture is None:
-            raise _APIError(
+            raise WireError(
                 404,
-                f"The model '{model}' does not exist; this server serves: "
+                f"The model '{body.model}' does not exist; this server serves: "
                 f"{', '.join(sorted(self.mixtures))}.",
                 param="model",
                 code="model_not_found",
             )
-        return mixture, messages, stream, bool(options.get("include_usage", False))
+        return mixture
 
     # ---------------------------------------------------------------- handlers
 
@@ -313,37 +224,34 @@ class _Service:
     async def models(self, request: Request) -> Response:
         try:
             self.check_auth(request)
-        except _APIError as exc:
-            return exc.response()
-        data = [
-            {"id": name, "object": "model", "created": self.created, "owned_by": "moa-search"}
-            for name in self.mixtures
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        except WireError as exc:
+            return _error_response(exc)
+        return JSONResponse(wire.model_list(self.mixtures, created=self.created, owned_by=OWNER))
 
     async def chat(self, request: Request) -> Response:
         start = time.perf_counter()
         try:
             self.check_auth(request)
-            body = await self.read_json(request)
-            mixture, messages, stream, include_usage = self.parse(body)
+            body = await self.read_request(request)
+            mixture = self.mixture_for(body)
+            messages = body.openai_messages()
             want_trace = request.headers.get(TRACE_HEADER, "").strip().lower() in {"1", "true"}
-            if stream:
-                response = await self._stream(mixture, messages, include_usage, want_trace)
+            if body.stream:
+                response = await self._stream(mixture, messages, body.include_usage, want_trace)
             else:
                 response = await self._complete(mixture, messages, want_trace)
-        except _APIError as exc:
+        except WireError as exc:
             log.info(
                 "POST /v1/chat/completions -> %d %s (%.3fs)",
                 exc.status,
                 exc.code or exc.type,
                 time.perf_counter() - start,
             )
-            return exc.response()
+            return _error_response(exc)
         return response
 
     async def _complete(
-        self, mixture: Mixture, messages: list[dict[str, Any]], want_trace: bool
+        self, mixture: Mixture, messages: list[dict[str, str]], want_trace: bool
     ) -> Response:
         start = time.perf_counter()
         try:
@@ -351,22 +259,13 @@ class _Service:
         except MoaSearchError as exc:
             log.warning("mixture %s failed: %s", mixture.name, exc)
             raise _upstream_error(exc) from None
-        payload: dict[str, Any] = {
-            "id": f"chatcmpl-moa{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": mixture.name,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.answer, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _usage(result.trace),
-        }
+        payload = wire.completion(
+            _completion_id(),
+            created=int(time.time()),
+            model=mixture.name,
+            content=result.answer,
+            usage=_usage(result.trace),
+        )
         if want_trace:
             payload["moa_trace"] = result.trace.to_dict()
         log.info(
@@ -375,12 +274,12 @@ class _Service:
             time.perf_counter() - start,
             len(result.trace.calls),
         )
-        return Response(_dumps(payload), media_type="application/json")
+        return Response(wire.dumps(payload), media_type="application/json")
 
     async def _stream(
         self,
         mixture: Mixture,
-        messages: list[dict[str, Any]],
+        messages: list[dict[str, str]],
         include_usage: bool,
         want_trace: bool,
     ) -> Response:
@@ -401,6 +300,10 @@ class _Service:
         return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
+def _completion_id() -> str:
+    return f"chatcmpl-moa{uuid.uuid4().hex}"
+
+
 async def _sse_events(
     name: str,
     run: RunStream,
@@ -409,48 +312,41 @@ async def _sse_events(
     want_trace: bool,
 ) -> AsyncIterator[bytes]:
     """The SSE body of a streamed completion (see the module docstring for the contract)."""
-    completion_id = f"chatcmpl-moa{uuid.uuid4().hex}"
+    completion_id = _completion_id()
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        obj: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": name,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if include_usage:
-            obj["usage"] = None
-        return obj
-
-    def event(obj: Mapping[str, Any]) -> bytes:
-        return b"data: " + _dumps(obj) + b"\n\n"
+    def chunk(delta: dict[str, str], finish: str | None = None) -> wire.ChatCompletionChunk:
+        return wire.chunk(
+            completion_id,
+            created=created,
+            model=name,
+            delta=delta,
+            finish_reason=finish,
+            include_usage=include_usage,
+        )
 
     try:
-        yield event(chunk({"role": "assistant", "content": ""}, None))
-        result: RunResult | None = None
+        yield sse_event(chunk({"role": "assistant", "content": ""}))
         if first is not None:
-            yield event(chunk({"content": first}, None))
+            yield sse_event(chunk({"content": first}))
             try:
                 async for delta in run:
-                    yield event(chunk({"content": delta}, None))
+                    yield sse_event(chunk({"content": delta}))
             except MoaSearchError as exc:
                 log.warning("mixture %s failed mid-stream: %s", name, exc)
-                yield event(_upstream_error(exc).body())
+                yield sse_event(_upstream_error(exc).body())
                 return
         result = run.result
         final = chunk({}, "stop")
         if want_trace:
             final["moa_trace"] = result.trace.to_dict()
-        yield event(final)
+        yield sse_event(final)
         if include_usage:
-            usage_chunk = chunk({}, None)
-            usage_chunk["choices"] = []
-            usage_chunk["usage"] = _usage(result.trace)
-            yield event(usage_chunk)
-        yield b"data: [DONE]\n\n"
+            last = wire.usage_chunk(
+                completion_id, created=created, model=name, usage=_usage(result.trace)
+            )
+            yield sse_event(last)
+        yield wire.DONE_EVENT
     finally:
         # on a client disconnect this cancels the aggregator's call
         with contextlib.suppress(Exception):
@@ -463,24 +359,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if isinstance(service, _Service) and request.url.path.startswith("/v1/"):
         try:  # no key, no hints about which /v1 paths exist
             service.check_auth(request)
-        except _APIError as denied:
-            return denied.response()
+        except WireError as denied:
+            return _error_response(denied)
     message = (
         f"No route for {request.method} {request.url.path}."
         if exc.status_code in (404, 405)
         else str(exc.detail)
     )
-    error = _APIError(
+    error = WireError(
         exc.status_code, message, code="not_found" if exc.status_code == 404 else None
     )
-    return error.response()
+    return _error_response(error)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _APIError(
-        500, "The server had an internal error.", type_="server_error", code="internal_error"
-    ).response()
+    return _error_response(
+        WireError(
+            500, "The server had an internal error.", type_="server_error", code="internal_error"
+        )
+    )
 
 
 def create_app(
@@ -582,8 +480,6 @@ def serve(
     location as ``--cache`` takes it (``None``/``"none"``: no cache — a server answers each
     request afresh by default). Raises :class:`ConfigError` before binding for a bad file.
     """
-    import uvicorn
-
     owned: Cache | None = None
     if cache is not None and not isinstance(cache, Cache):
         owned = open_cache(cache)
@@ -592,39 +488,7 @@ def serve(
         app = app_from_files(
             paths, pool=pool, api_key=api_key, max_body_bytes=max_body_bytes, cache=cache
         )
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
-        uvicorn.Server(config).run()
+        run_until_interrupted(app, host=host, port=port, log_level=log_level)
     finally:
         if owned is not None:
             owned.close()
-
-
-@contextlib.contextmanager
-def running(
-    app: Starlette, *, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 10.0
-) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a daemon thread (tests, notebooks, embedding).
-
-    Yields the base URL ``http://HOST:PORT/v1`` once the server listens (``port`` 0 picks a
-    free one); on exit, shuts the server down gracefully (lifespan included) and joins the
-    thread. Raises ``RuntimeError`` if it does not start within ``start_timeout_s``.
-    """
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="moa-search-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + start_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"the server did not start on {host}:{port}")
-        time.sleep(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    try:
-        yield f"http://{shown}:{bound}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(start_timeout_s)

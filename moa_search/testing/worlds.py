@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,15 @@ class PlantedWorld:
         """One :class:`ModelBehavior` per model, for :class:`FakeOpenAIServer`."""
         models = set(self.skill) | set(self.aggregation_skill)
         return {
-            m: ModelBehavior(latency_s=self.latency_s, answer=lambda req, m=m: self._answer(m, req))
+            m: ModelBehavior(latency_s=self.latency_s, answer=self._answerer(m))
             for m in sorted(models)
         }
+
+    def _answerer(self, model: str) -> Callable[[RecordedRequest], str]:
+        def answer(request: RecordedRequest) -> str:
+            return self._answer(model, request)
+
+        return answer
 
 
 def write_planted_study(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from moa_search.config import ModelSpec
-from moa_search.config.recorded import ModelOutput
-from moa_search.errors import ModelCallError
+from moa_search.config.recorded import ModelOutput, load_model_outputs
+from moa_search.errors import ConfigError, ModelCallError
 from moa_search.runtime.backends.base import Backend, Completion, estimate_tokens
 from moa_search.runtime.prompting import ChatRequest
 
@@ -46,6 +46,16 @@ class ReplayBackend(Backend):
         self._stripped = {k.strip(): v for k, v in self._answers.items()}
         self.plain_prompt_only = plain_prompt_only
         self.calls = 0
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ReplayBackend:
+        """The backend of a pool model of kind ``replay``, over the recording at its ``replay``
+        path (a :class:`ConfigError` if it is missing or malformed)."""
+        if spec.replay is None:
+            raise ConfigError(
+                f"pool model '{spec.alias}'", "replay", "the path of the model's recorded answers"
+            )
+        return cls(spec, load_model_outputs(spec.replay))
 
     def _answer(self, request: ChatRequest) -> Completion:
         self.calls += 1

@@ -1,3 +1,3 @@
-from moa_search.testing.fake_openai.server import main
+from moa_search.testing.fake_openai.cli import main
 
 raise SystemExit(main())

@@ -1,351 +1,47 @@
-"""A fake OpenAI-compatible HTTP server that injects latency and faults.
-
-The server speaks raw HTTP/1.1 over :mod:`asyncio` streams (no web framework) so that faults can
-reach down to the socket: answering late, never answering, resetting the TCP connection,
-sending a body that is not JSON, or cutting a response short. It is meant for integration
-tests and benchmarks that drive the official ``openai`` client against it::
-
-    with FakeOpenAIServer({"m1": ModelBehavior(latency_s=0.2, faults=("429", "ok"))}) as server:
-        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        ...
-
-Endpoints:
-
-- ``POST /v1/chat/completions`` with ``stream`` false or true (SSE, chunked transfer encoding).
-- ``GET /v1/models``: the models named in the behaviors mapping.
-- ``GET /health``: ``{"status": "ok"}``, never needs an API key.
-- anything else: 404 (or 405 for a known path with the wrong method) in OpenAI's error shape
-  ``{"error": {"message", "type", "param", "code"}}``.
-
-Faults (one per chat request, see :class:`ModelBehavior` for how they are chosen):
-
-- ``"ok"``: no fault.
-- ``"429"``: status 429 with ``Retry-After`` (seconds) and ``retry-after-ms`` headers.
-- ``"500"``, ``"502"``, ``"503"``: that status with an OpenAI error body.
-- ``"hang"``: wait ``hang_s`` (or until the client goes away), then answer normally.
-- ``"reset"``: abort the TCP connection with an RST, sending nothing.
-- ``"malformed"``: status 200 whose body is not valid JSON (for ``stream=true``: an SSE stream
-  whose first event's data is not valid JSON).
-- ``"truncate"``: ``stream=true``: some chunks, then the connection is closed without the final
-  chunk, without ``data: [DONE]`` and without the chunked-encoding terminator;
-  ``stream=false``: a ``Content-Length`` larger than the body, then the connection is closed.
-
-Run from a shell (for benchmarks in other processes)::
-
-    python -m moa_search.testing.fake_openai --port 8011 --behaviors behaviors.json
-
-where the JSON object maps a model name to :class:`ModelBehavior` fields (``answer`` as a
-string only); the key ``"*"`` sets the behavior of models not named.
+"""The fake OpenAI-compatible server, :class:`FakeOpenAIServer` (its endpoints are listed in
+:mod:`moa_search.testing.fake_openai`): routing, the chat endpoint and its faults, and running
+in a thread or in a running event loop.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import dataclasses
-import http
 import itertools
-import json
 import logging
-import random
-import re
-import signal
-import socket
-import struct
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-__all__ = [
-    "FAULT_KINDS",
-    "FakeOpenAIServer",
-    "ModelBehavior",
-    "RecordedRequest",
-    "default_answer",
-    "main",
-]
+from moa_search.serve import wire
+from moa_search.serve.wire import WireError
+from moa_search.testing.fake_openai import http
+from moa_search.testing.fake_openai import wire as fake_wire
+from moa_search.testing.fake_openai.faults import (
+    ERROR_STATUSES,
+    ModelBehavior,
+    ModelState,
+    RecordedRequest,
+    resolve_answer,
+)
+from moa_search.testing.fake_openai.http import HttpRequest
+
+__all__ = ["FakeOpenAIServer"]
 
 logger = logging.getLogger(__name__)
 
-#: Every fault name :class:`ModelBehavior` accepts (``"ok"`` is "no fault").
-FAULT_KINDS: tuple[str, ...] = (
-    "ok",
-    "429",
-    "500",
-    "502",
-    "503",
-    "hang",
-    "reset",
-    "malformed",
-    "truncate",
-)
+_NO_FAULTS = ModelBehavior()
 
-_ERROR_STATUSES: frozenset[str] = frozenset({"500", "502", "503"})
-_MAX_HEADER_LINE = 64 * 1024
-_MAX_HEADERS = 100
-_POLL_S = 0.02
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One chat-completion request as the server received it.
-
-    Attributes:
-        model: the ``model`` field of the request.
-        messages: the ``messages`` list of dicts, as sent.
-        stream: whether ``stream`` was true.
-        seed: the ``seed`` field, or None.
-        temperature: the ``temperature`` field, or None.
-        max_tokens: ``max_tokens`` (or else ``max_completion_tokens``), or None.
-        arrived_at: :func:`time.monotonic` when the request had been read in full.
-        fault: the fault applied to it (``"ok"`` for none).
-        body: the whole parsed JSON body.
-    """
-
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    seed: int | None
-    temperature: float | None
-    max_tokens: int | None
-    arrived_at: float
-    fault: str
-    body: dict[str, Any]
-
-
-Answer = str | Callable[[RecordedRequest], str] | None
-
-
-@dataclass(frozen=True)
-class ModelBehavior:
-    """How the fake server behaves for one model.
-
-    Attributes:
-        latency_s: delay before the response (before the first byte, for streams); applies to
-            faulty responses too.
-        stream_chunk_delay_s: delay between consecutive SSE chunks of a stream.
-        answer: the assistant's content: a fixed string, a function of the request, or None
-            for :func:`default_answer` (model name, seed and the first words of the last user
-            message, so distinct seeds give distinct answers).
-        faults: faults consumed in order, one per successive chat request to this model
-            (``"ok"`` means none). Once exhausted, ``fault_rate`` applies.
-        fault_rate: probability that a request past ``faults`` gets a fault drawn from
-            ``fault_kinds``; drawn from ``random.Random(seed)`` kept per model, so a run is
-            reproducible for a given order of requests.
-        fault_kinds: the faults ``fault_rate`` draws from (uniformly).
-        retry_after_s: value of the ``Retry-After`` header on a 429 (``retry-after-ms`` carries
-            the same in milliseconds).
-        hang_s: how long a ``"hang"`` waits before answering (it stops early when the client
-            disconnects).
-        seed: seed of the per-model random generator used by ``fault_rate``.
-
-    Raises:
-        ValueError: for an unknown fault name, a negative delay or a rate outside [0, 1].
-    """
-
-    latency_s: float = 0.0
-    stream_chunk_delay_s: float = 0.0
-    answer: Answer = None
-    faults: tuple[str, ...] = ()
-    fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = ("429", "500", "hang", "reset", "malformed", "truncate")
-    retry_after_s: float = 0.1
-    hang_s: float = 30.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Accept lists (e.g. from JSON) but store tuples so the dataclass stays immutable.
-        object.__setattr__(self, "faults", tuple(self.faults))
-        object.__setattr__(self, "fault_kinds", tuple(self.fault_kinds))
-        for name in (*self.faults, *self.fault_kinds):
-            if name not in FAULT_KINDS:
-                raise ValueError(f"unknown fault {name!r}; expected one of {FAULT_KINDS}")
-        for attr in ("latency_s", "stream_chunk_delay_s", "retry_after_s", "hang_s"):
-            if getattr(self, attr) < 0:
-                raise ValueError(f"{attr} must be >= 0, got {getattr(self, attr)!r}")
-        if not 0.0 <= self.fault_rate <= 1.0:
-            raise ValueError(f"fault_rate must be within [0, 1], got {self.fault_rate!r}")
-        if self.fault_rate > 0 and not self.fault_kinds:
-            raise ValueError("fault_rate > 0 needs at least one entry in fault_kinds")
-
-
-def _content_text(content: Any) -> str:
-    """The text of a message ``content``: a string, or the text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        ]
-        return " ".join(parts)
-    return ""
-
-
-def default_answer(request: RecordedRequest) -> str:
-    """The deterministic answer used when :attr:`ModelBehavior.answer` is None.
-
-    It names the model and the seed and quotes the first eight words of the last user
-    message, e.g. ``"m1 answer (seed=3): What is the capital of France?"``.
-    """
-    last_user = next(
-        (m for m in reversed(request.messages) if isinstance(m, dict) and m.get("role") == "user"),
-        None,
-    )
-    words = _content_text(last_user.get("content")).split()[:8] if last_user else []
-    snippet = " ".join(words) or "(no user message)"
-    return f"{request.model} answer (seed={request.seed}): {snippet}"
-
-
-def _word_count(text: str) -> int:
-    return len(text.split())
-
-
-def _split_words(text: str) -> list[str]:
-    """Split ``text`` into word pieces whose concatenation is exactly ``text``."""
-    pieces = re.findall(r"\s*\S+\s*", text)
-    if not pieces:
-        return [text] if text else []
-    return pieces
-
-
-@dataclass
-class _HttpRequest:
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        return self.target.split("?", 1)[0]
-
-    @property
-    def keep_alive(self) -> bool:
-        connection = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in connection
-        return "close" not in connection
-
-
-class _BadRequestError(Exception):
-    """The bytes received are not an HTTP/1.x request we can parse."""
-
-
-async def _read_request(reader: asyncio.StreamReader) -> _HttpRequest | None:
-    """Read one HTTP request; None on a clean EOF between requests."""
-    line = b""
-    while not line.strip():  # tolerate stray CRLFs between requests
-        line = await reader.readline()
-        if not line:
-            return None
-        if not line.endswith(b"\n"):
-            return None  # EOF in the middle of the request line
-    try:
-        method, target, version = line.decode("latin-1").strip().split(" ", 2)
-    except ValueError as exc:
-        raise _BadRequestError(f"bad request line {line[:100]!r}") from exc
-    if not version.startswith("HTTP/1."):
-        raise _BadRequestError(f"unsupported protocol {version!r}")
-    headers: dict[str, str] = {}
-    for _ in range(_MAX_HEADERS + 1):
-        raw = await reader.readline()
-        if not raw.endswith(b"\n"):
-            raise asyncio.IncompleteReadError(raw, None)
-        if raw in (b"\r\n", b"\n"):
-            break
-        name, sep, value = raw.decode("latin-1").partition(":")
-        if not sep:
-            raise _BadRequestError(f"bad header line {raw[:100]!r}")
-        headers[name.strip().lower()] = value.strip()
-    else:
-        raise _BadRequestError("too many headers")
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked_body(reader)
-    else:
-        try:
-            length = int(headers.get("content-length", "0") or "0")
-        except ValueError as exc:
-            raise _BadRequestError("bad Content-Length") from exc
-        if length < 0:
-            raise _BadRequestError("negative Content-Length")
-        body = await reader.readexactly(length) if length else b""
-    return _HttpRequest(method.upper(), target, version, headers, body)
-
-
-async def _read_chunked_body(reader: asyncio.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        size_line = await reader.readline()
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise _BadRequestError("bad chunk size") from exc
-        if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass  # skip trailers
-            return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
-
-
-def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
-
-
-def _abort(writer: asyncio.StreamWriter) -> None:
-    """Abort the connection so that the peer sees a TCP RST (SO_LINGER 0), not a FIN."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-class _ModelState:
-    """Per-model fault bookkeeping: position in ``faults`` and the seeded generator."""
-
-    def __init__(self, behavior: ModelBehavior) -> None:
-        self.behavior = behavior
-        self.position = 0
-        self.rng = random.Random(behavior.seed)
-
-    def next_fault(self) -> str:
-        behavior = self.behavior
-        if self.position < len(behavior.faults):
-            fault = behavior.faults[self.position]
-            self.position += 1
-            return fault
-        if behavior.fault_rate <= 0:
-            return "ok"
-        if self.rng.random() < behavior.fault_rate:
-            return self.rng.choice(behavior.fault_kinds)
-        return "ok"
+_ROUTES = {
+    "/health": "GET",
+    "/v1/health": "GET",
+    "/v1/models": "GET",
+    "/models": "GET",
+    "/v1/chat/completions": "POST",
+    "/chat/completions": "POST",
+}
 
 
 class FakeOpenAIServer:
@@ -368,7 +64,7 @@ class FakeOpenAIServer:
         self,
         behaviors: Mapping[str, ModelBehavior] | None = None,
         *,
-        default: ModelBehavior = ModelBehavior(),
+        default: ModelBehavior = _NO_FAULTS,
         host: str = "127.0.0.1",
         port: int = 0,
         require_api_key: str | None = None,
@@ -380,13 +76,13 @@ class FakeOpenAIServer:
         self._require_api_key = require_api_key
         self._lock = threading.Lock()
         self._log: list[RecordedRequest] = []
-        self._states: dict[str, _ModelState] = {}
+        self._states: dict[str, ModelState] = {}
         self._ids = itertools.count(1)
         self._connections = 0
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
-        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
@@ -458,7 +154,7 @@ class FakeOpenAIServer:
             self._handle_connection,
             self._host,
             self._requested_port,
-            limit=_MAX_HEADER_LINE,
+            limit=http.MAX_HEADER_LINE,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         logger.debug("fake OpenAI server listening on %s", self.base_url)
@@ -562,29 +258,21 @@ class FakeOpenAIServer:
     ) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._conn_tasks.add(task)  # type: ignore[arg-type]
+            self._conn_tasks.add(task)
         self._writers.add(writer)
         with self._lock:
             self._connections += 1
         try:
             while True:
                 try:
-                    request = await _read_request(reader)
-                except _BadRequestError as exc:
-                    await self._send_json(
-                        writer,
-                        400,
-                        _error_body(str(exc), "invalid_request_error", "bad_request"),
-                        keep_alive=False,
-                    )
+                    request = await http.read_request(reader)
+                except http.BadRequestError as exc:
+                    error = wire.error_body(str(exc), code="bad_request")
+                    await self._send_json(writer, 400, error, keep_alive=False)
                     break
                 except ValueError:  # a header line over the StreamReader limit
-                    await self._send_json(
-                        writer,
-                        431,
-                        _error_body("header line too long", "invalid_request_error", None),
-                        keep_alive=False,
-                    )
+                    error = wire.error_body("header line too long")
+                    await self._send_json(writer, 431, error, keep_alive=False)
                     break
                 if request is None:
                     break
@@ -601,223 +289,129 @@ class FakeOpenAIServer:
         finally:
             self._writers.discard(writer)
             if task is not None:
-                self._conn_tasks.discard(task)  # type: ignore[arg-type]
+                self._conn_tasks.discard(task)
             if not writer.is_closing():
                 writer.close()
 
     async def _dispatch(
-        self, request: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; returns whether the connection may serve another one."""
         keep_alive = request.keep_alive
         path = request.path.rstrip("/") or "/"
-        routes = {
-            "/health": "GET",
-            "/v1/health": "GET",
-            "/v1/models": "GET",
-            "/models": "GET",
-            "/v1/chat/completions": "POST",
-            "/chat/completions": "POST",
-        }
-        if path not in routes:
-            return await self._send_json(
-                writer,
-                404,
-                _error_body(
-                    f"Invalid URL ({request.method} {request.path})",
-                    "invalid_request_error",
-                    "unknown_url",
-                ),
-                keep_alive=keep_alive,
+        method = _ROUTES.get(path)
+        if method is None:
+            error = wire.error_body(
+                f"Invalid URL ({request.method} {request.path})", code="unknown_url"
             )
-        if request.method != routes[path]:
+            return await self._send_json(writer, 404, error, keep_alive=keep_alive)
+        if request.method != method:
+            error = wire.error_body(
+                f"Method {request.method} not allowed on {path}", code="method_not_allowed"
+            )
             return await self._send_json(
-                writer,
-                405,
-                _error_body(
-                    f"Method {request.method} not allowed on {path}",
-                    "invalid_request_error",
-                    "method_not_allowed",
-                ),
-                keep_alive=keep_alive,
-                extra_headers=[("Allow", routes[path])],
+                writer, 405, error, keep_alive=keep_alive, extra_headers=[("Allow", method)]
             )
         if path.endswith("/health"):
             return await self._send_json(writer, 200, {"status": "ok"}, keep_alive=keep_alive)
         if self._require_api_key is not None:
             auth = request.headers.get("authorization", "")
             if auth != f"Bearer {self._require_api_key}":
-                return await self._send_json(
-                    writer,
-                    401,
-                    _error_body(
-                        "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
-                    ),
-                    keep_alive=keep_alive,
-                )
+                error = wire.error_body("Incorrect API key provided.", code="invalid_api_key")
+                return await self._send_json(writer, 401, error, keep_alive=keep_alive)
         if path.endswith("/models"):
             with self._lock:
                 names = list(self._behaviors)
-            data = [
-                {"id": name, "object": "model", "created": 0, "owned_by": "fake-openai"}
-                for name in names
-            ]
-            return await self._send_json(
-                writer, 200, {"object": "list", "data": data}, keep_alive=keep_alive
-            )
+            models = wire.model_list(names, created=0, owned_by=fake_wire.OWNER)
+            return await self._send_json(writer, 200, models, keep_alive=keep_alive)
         return await self._chat(request, reader, writer)
 
     # -------------------------------------------------------------------------- chat
 
-    async def _chat(
-        self, request: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        keep_alive = request.keep_alive
-        try:
-            body = json.loads(request.body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            return await self._send_json(
-                writer,
-                400,
-                _error_body(
-                    "The request body is not a JSON object.", "invalid_request_error", None
-                ),
-                keep_alive=keep_alive,
-            )
-        model = body.get("model")
-        messages = body.get("messages")
-        if not isinstance(model, str) or not isinstance(messages, list):
-            return await self._send_json(
-                writer,
-                400,
-                _error_body(
-                    "'model' (a string) and 'messages' (a list) are required.",
-                    "invalid_request_error",
-                    "missing_required_parameter",
-                ),
-                keep_alive=keep_alive,
-            )
+    def _record(self, body: dict[str, Any]) -> tuple[RecordedRequest, ModelBehavior, str]:
+        """Log a valid chat request with the fault it gets; its behavior and completion id."""
         arrived_at = time.monotonic()
+        model = body["model"]
         with self._lock:
             behavior = self._behaviors.get(model, self._default)
             state = self._states.get(model)
             if state is None or state.behavior is not behavior:
-                state = self._states[model] = _ModelState(behavior)
+                state = self._states[model] = ModelState(behavior)
             fault = state.next_fault()
-            max_tokens = body.get("max_tokens")
-            if max_tokens is None:
-                max_tokens = body.get("max_completion_tokens")
-            recorded = RecordedRequest(
-                model=model,
-                messages=messages,
-                stream=bool(body.get("stream", False)),
-                seed=body.get("seed"),
-                temperature=body.get("temperature"),
-                max_tokens=max_tokens,
-                arrived_at=arrived_at,
-                fault=fault,
-                body=body,
-            )
+            recorded = RecordedRequest.of(body, arrived_at=arrived_at, fault=fault)
             self._log.append(recorded)
             completion_id = f"chatcmpl-fake{next(self._ids):06d}"
         logger.debug("chat request model=%s stream=%s fault=%s", model, recorded.stream, fault)
+        return recorded, behavior, completion_id
 
-        if behavior.latency_s > 0 and not await _wait(reader, writer, behavior.latency_s):
+    async def _chat(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        keep_alive = request.keep_alive
+        try:
+            body = fake_wire.read_chat_body(request.body)
+        except WireError as exc:
+            return await self._send_json(writer, exc.status, exc.body(), keep_alive=keep_alive)
+        recorded, behavior, completion_id = self._record(body)
+        model, fault = recorded.model, recorded.fault
+
+        if behavior.latency_s > 0 and not await http.wait(reader, writer, behavior.latency_s):
             return False
-        if fault == "hang" and not await _wait(reader, writer, behavior.hang_s):
+        if fault == "hang" and not await http.wait(reader, writer, behavior.hang_s):
             return False
         if fault == "reset":
-            _abort(writer)
+            http.abort(writer)
             return False
         if fault == "429":
+            retry_after = behavior.retry_after_s
             return await self._send_json(
                 writer,
                 429,
-                _error_body(
-                    f"Rate limit reached for {model} (fake). Please try again in "
-                    f"{behavior.retry_after_s:g}s.",
-                    "requests",
-                    "rate_limit_exceeded",
-                ),
+                fake_wire.rate_limited(model, retry_after),
                 keep_alive=keep_alive,
                 extra_headers=[
-                    ("Retry-After", f"{behavior.retry_after_s:g}"),
-                    ("retry-after-ms", str(round(behavior.retry_after_s * 1000))),
+                    ("Retry-After", f"{retry_after:g}"),
+                    ("retry-after-ms", str(round(retry_after * 1000))),
                 ],
             )
-        if fault in _ERROR_STATUSES:
-            return await self._send_json(
-                writer,
-                int(fault),
-                _error_body(
-                    f"The server had an error while processing your request (fake {fault}).",
-                    "server_error",
-                    None,
-                ),
-                keep_alive=keep_alive,
-            )
+        if fault in ERROR_STATUSES:
+            message = f"The server had an error while processing your request (fake {fault})."
+            error = fake_wire.server_error(message)
+            return await self._send_json(writer, int(fault), error, keep_alive=keep_alive)
         try:
-            answer = _resolve_answer(behavior.answer, recorded)
+            answer = resolve_answer(behavior.answer, recorded)
         except Exception as exc:
             logger.exception("answer callable for model %s failed", model)
-            return await self._send_json(
-                writer,
-                500,
-                _error_body(f"answer callable failed: {exc!r}", "server_error", None),
-                keep_alive=keep_alive,
-            )
+            error = fake_wire.server_error(f"answer callable failed: {exc!r}")
+            return await self._send_json(writer, 500, error, keep_alive=keep_alive)
         if fault == "malformed":
             return await self._send_malformed(writer, recorded.stream, keep_alive)
-        prompt_tokens = sum(
-            _word_count(_content_text(m.get("content"))) for m in messages if isinstance(m, dict)
-        )
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": _word_count(answer),
-            "total_tokens": prompt_tokens + _word_count(answer),
-        }
+        usage = fake_wire.usage(recorded.messages, answer)
         created = int(time.time())
         truncate = fault == "truncate"
         if recorded.stream:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
-            return await self._send_stream(
-                reader,
-                writer,
-                behavior,
-                completion_id=completion_id,
+            chunks = fake_wire.stream_chunks(
+                completion_id,
                 created=created,
                 model=model,
                 answer=answer,
-                usage=usage if include_usage else None,
+                usage=usage if fake_wire.include_usage(body) else None,
                 truncate=truncate,
-                keep_alive=keep_alive,
             )
-        completion = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage,
-        }
+            return await self._send_stream(
+                reader, writer, behavior, completion_id, chunks, truncate, keep_alive
+            )
+        completion = fake_wire.completion(
+            completion_id, created=created, model=model, answer=answer, usage=usage
+        )
         if truncate:
-            payload = _dumps(completion)
+            payload = wire.dumps(completion)
             headers = [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(payload) + 64)),
                 ("Connection", "close"),
             ]
-            writer.write(_head(200, headers) + payload[: len(payload) // 2])
+            writer.write(http.head(200, headers) + payload[: len(payload) // 2])
             await writer.drain()
             writer.close()
             return False
@@ -826,22 +420,15 @@ class FakeOpenAIServer:
     async def _send_malformed(
         self, writer: asyncio.StreamWriter, stream: bool, keep_alive: bool
     ) -> bool:
-        if stream:
-            events = b'data: {"id": "chatcmpl-malformed", "choices": [{"delta": \n\n'
-            headers = [
-                ("Content-Type", "text/event-stream; charset=utf-8"),
-                ("Transfer-Encoding", "chunked"),
-                ("Connection", "keep-alive" if keep_alive else "close"),
-            ]
-            writer.write(_head(200, headers) + _chunk(events) + b"0\r\n\r\n")
-        else:
-            payload = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{'
-            headers = [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(payload))),
-                ("Connection", "keep-alive" if keep_alive else "close"),
-            ]
-            writer.write(_head(200, headers) + payload)
+        if not stream:
+            return await http.send(writer, 200, fake_wire.MALFORMED_JSON, keep_alive=keep_alive)
+        headers = [
+            ("Content-Type", "text/event-stream; charset=utf-8"),
+            ("Transfer-Encoding", "chunked"),
+            http.connection_header(keep_alive),
+        ]
+        body = http.chunked(fake_wire.MALFORMED_SSE) + http.LAST_CHUNK
+        writer.write(http.head(200, headers) + body)
         await writer.drain()
         return keep_alive
 
@@ -850,71 +437,31 @@ class FakeOpenAIServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         behavior: ModelBehavior,
-        *,
         completion_id: str,
-        created: int,
-        model: str,
-        answer: str,
-        usage: dict[str, int] | None,
+        chunks: Sequence[wire.ChatCompletionChunk],
         truncate: bool,
         keep_alive: bool,
     ) -> bool:
-        def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-            obj: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-                ],
-            }
-            if usage is not None:
-                obj["usage"] = None
-            return obj
-
-        pieces = _split_words(answer)
-        events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""}, None)]
-        events += [chunk({"content": piece}, None) for piece in pieces]
-        if truncate:
-            # The role chunk and about half the content, never the end of the stream.
-            events = events[: 1 + max(1, len(pieces) // 2)] if pieces else events[:1]
-        else:
-            events.append(chunk({}, "stop"))
-            if usage is not None:
-                events.append(
-                    {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "fp_fake",
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
+        """Send ``chunks`` as SSE events, ``stream_chunk_delay_s`` apart; a truncated stream
+        stops after them and closes the connection."""
         headers = [
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-cache"),
             ("Transfer-Encoding", "chunked"),
             ("x-request-id", completion_id),
-            ("Connection", "keep-alive" if keep_alive and not truncate else "close"),
+            http.connection_header(keep_alive and not truncate),
         ]
-        writer.write(_head(200, headers))
-        for index, event in enumerate(events):
-            if (
-                index > 0
-                and behavior.stream_chunk_delay_s > 0
-                and not await _wait(reader, writer, behavior.stream_chunk_delay_s)
-            ):
+        writer.write(http.head(200, headers))
+        delay = behavior.stream_chunk_delay_s
+        for index, chunk in enumerate(chunks):
+            if index > 0 and delay > 0 and not await http.wait(reader, writer, delay):
                 return False
-            writer.write(_chunk(b"data: " + _dumps(event) + b"\n\n"))
+            writer.write(http.chunked(wire.sse_event(chunk)))
             await writer.drain()
         if truncate:
             writer.close()
             return False
-        writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        writer.write(http.chunked(wire.DONE_EVENT) + http.LAST_CHUNK)
         await writer.drain()
         return keep_alive
 
@@ -922,121 +469,16 @@ class FakeOpenAIServer:
         self,
         writer: asyncio.StreamWriter,
         status: int,
-        obj: Any,
+        obj: Mapping[str, object],
         *,
         keep_alive: bool,
         extra_headers: Sequence[tuple[str, str]] = (),
     ) -> bool:
-        payload = _dumps(obj)
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-            ("Connection", "keep-alive" if keep_alive else "close"),
-            *extra_headers,
-        ]
-        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-            headers.append(("x-request-id", obj["id"]))
-        writer.write(_head(status, headers) + payload)
-        await writer.drain()
-        return keep_alive
-
-
-def _resolve_answer(answer: Answer, request: RecordedRequest) -> str:
-    if answer is None:
-        return default_answer(request)
-    if isinstance(answer, str):
-        return answer
-    return str(answer(request))
-
-
-async def _wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float) -> bool:
-    """Sleep ``seconds``; return False early if the client closes the connection meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        if reader.at_eof() or writer.is_closing():
-            return False
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return True
-        await asyncio.sleep(min(remaining, _POLL_S))
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def _load_behaviors(path: str) -> tuple[dict[str, ModelBehavior], ModelBehavior]:
-    """Parse a behaviors JSON file: ``{model: {field: value}}``; key ``"*"`` is the default."""
-    with open(path, encoding="utf-8") as handle:
-        raw = json.load(handle)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping model names to behaviors")
-    known = {f.name for f in dataclasses.fields(ModelBehavior)}
-    behaviors: dict[str, ModelBehavior] = {}
-    default = ModelBehavior()
-    for name, fields in raw.items():
-        if not isinstance(fields, dict):
-            raise ValueError(f"{path}: behavior of {name!r} must be a JSON object")
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown fields for {name!r}: {sorted(unknown)}")
-        if "answer" in fields and not isinstance(fields["answer"], str | None):
-            raise ValueError(f"{path}: 'answer' of {name!r} must be a string")
-        behavior = ModelBehavior(**fields)
-        if name == "*":
-            default = behavior
-        else:
-            behaviors[name] = behavior
-    return behaviors, default
-
-
-async def _serve(server: FakeOpenAIServer) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.astart()
-    print(f"listening on {server.base_url}", flush=True)  # noqa: T201 - the CLI contract
-    try:
-        await stop.wait()
-    finally:
-        await server.astop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: serve until SIGTERM or SIGINT; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m moa_search.testing.fake_openai",
-        description="Fake OpenAI-compatible server with latency and fault injection.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
-    parser.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
-    parser.add_argument(
-        "--behaviors",
-        metavar="FILE.json",
-        help='JSON object: model name -> ModelBehavior fields; key "*" for other models',
-    )
-    parser.add_argument("--require-api-key", default=None, help="reject other bearer tokens")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (to stderr)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    behaviors: dict[str, ModelBehavior] = {}
-    default = ModelBehavior()
-    if args.behaviors:
-        try:
-            behaviors, default = _load_behaviors(args.behaviors)
-        except (OSError, ValueError, TypeError) as exc:
-            parser.error(str(exc))
-    server = FakeOpenAIServer(
-        behaviors,
-        default=default,
-        host=args.host,
-        port=args.port,
-        require_api_key=args.require_api_key,
-    )
-    asyncio.run(_serve(server))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        """Send ``obj`` as JSON, with an ``x-request-id`` header if it has a string ``id``."""
+        headers = list(extra_headers)
+        request_id = obj.get("id")
+        if isinstance(request_id, str):
+            headers.append(("x-request-id", request_id))
+        return await http.send(
+            writer, status, wire.dumps(obj), keep_alive=keep_alive, extra_headers=headers
+        )

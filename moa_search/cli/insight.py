@@ -1,0 +1,118 @@
+"""``moa-search winrate`` (AlpacaEval leaderboard metrics), ``analyze`` (which models help in
+which role) and ``report`` (a study's HTML report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from moa_search.cli._common import json_safe, open_session, positive_int
+
+if TYPE_CHECKING:
+    from moa_search.cli._common import Subparsers
+
+__all__ = ["add_analysis_commands", "add_report"]
+
+
+def add_analysis_commands(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "winrate", help="AlpacaEval leaderboard metrics (and LC win rate) of recorded annotations"
+    )
+    p.add_argument(
+        "results",
+        help="AlpacaEval results: a folder holding results/<model>/<annotator>/annotations.json "
+        "(or that results/ folder itself)",
+    )
+    p.add_argument(
+        "--annotator",
+        default="weighted_alpaca_eval_gpt4_turbo",
+        help="annotator folder name (default: weighted_alpaca_eval_gpt4_turbo)",
+    )
+    p.add_argument(
+        "--weights",
+        help="length-control GLM weights CSV (default: "
+        "length_controlled_v1_weights_baseline_gpt4_1106_preview.csv in RESULTS, if there)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON keyed by model")
+    p.set_defaults(func=_cmd_winrate)
+
+    p = sub.add_parser("analyze", help="which models help in which role; does diversity matter")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def add_report(sub: Subparsers) -> None:
+    p = sub.add_parser("report", help="write a study's report: one self-contained HTML file")
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument(
+        "--n-boot",
+        type=positive_int,
+        default=1000,
+        help="bootstrap resamples of the role analysis (default 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="analysis and importance seed (default 0)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_winrate(args: argparse.Namespace) -> int:
+    from moa_search.interop.alpaca import leaderboard
+
+    rows = leaderboard(args.results, annotator=args.annotator, weights_path=args.weights)
+    if args.json:
+        print(json.dumps(json_safe(rows), indent=2))
+        return 0
+
+    def key(item: tuple[str, dict[str, Any]]) -> float:
+        lc = item[1]["length_controlled_winrate"]
+        return -(lc if lc is not None else item[1]["win_rate"])
+
+    print(
+        f"{'model':<32} {'LC win':>7} {'win':>6} {'± se':>5} {'discr.':>6} "
+        f"{'wins':>5} {'losses':>6} {'draws':>5} {'n':>4}"
+    )
+    for model, r in sorted(rows.items(), key=key):
+        lc = r["length_controlled_winrate"]
+        print(
+            f"{model:<32} {'-' if lc is None else f'{lc:.2f}':>7} {r['win_rate']:>6.2f} "
+            f"{r['standard_error']:>5.2f} {r['discrete_win_rate']:>6.2f} {r['n_wins']:>5} "
+            f"{r['n_wins_base']:>6} {r['n_draws']:>5} {r['n_total']:>4}"
+        )
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from moa_search.analysis import analyze, format_analysis
+
+    session = open_session(args)
+    try:
+        result = analyze(session.study(), n_boot=args.n_boot, seed=args.seed)
+    finally:
+        session.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_analysis(result))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from moa_search.report import write_report
+
+    session = open_session(args)
+    try:
+        path = write_report(session, args.out, n_boot=args.n_boot, seed=args.seed)
+    finally:
+        session.close()
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,94 @@
+"""The response cache on a Redis server, shared by several workers."""
+
+from __future__ import annotations
+
+from moa_search.errors import ConfigError
+from moa_search.runtime.cache.base import Cache, CachedAnswer
+
+__all__ = ["RedisCache"]
+
+
+class RedisCache(Cache):
+    """A Redis server shared by several workers (processes or machines).
+
+    Keys are ``<prefix><request hash>``; values the same JSON as the SQLite cache. A worker about
+    to make a call first claims it (``<prefix>claim:<hash>``, expiring), so that a second worker
+    wanting the same answer waits for it instead of paying for it again. Uses the
+    synchronous client: a lookup on a nearby server takes well under a millisecond, and one
+    client is safe across threads and event loops. The URL may carry a password; it is never
+    logged or stored.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "moa-search:response:") -> None:
+        super().__init__()
+        import redis
+
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise ConfigError(
+                "cache location",
+                "",
+                "a Redis server that answers at the given redis:// URL",
+                f"{type(exc).__name__} from {_redact(url)}",
+            ) from None
+
+    def peek(self, key: str) -> CachedAnswer | None:
+        raw = self._client.get(self.prefix + key)
+        return CachedAnswer.from_json(raw) if raw is not None else None
+
+    def get(self, key: str) -> CachedAnswer | None:
+        value = self.peek(key)
+        self.stats.count(value is not None)
+        return value
+
+    def set(self, key: str, value: CachedAnswer) -> None:
+        self._client.set(self.prefix + key, value.to_json())
+        self.stats.writes += 1
+
+    async def apeek(self, key: str) -> CachedAnswer | None:
+        return self.peek(key)
+
+    async def aset(self, key: str, value: CachedAnswer) -> None:
+        self.set(key, value)
+
+    async def aclaim(self, key: str, ttl_s: float) -> bool:
+        claim = f"{self.prefix}claim:{key}"
+        if not self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))):
+            return False
+        if self._client.exists(self.prefix + key):
+            # stored (and its claim released) between the caller's lookup and this claim
+            self._client.delete(claim)
+            return False
+        return True
+
+    async def arelease(self, key: str) -> None:
+        self._client.delete(f"{self.prefix}claim:{key}")
+
+    def __len__(self) -> int:
+        return sum(
+            1
+            for k in self._client.scan_iter(match=self.prefix + "*", count=1000)
+            if not k.decode().startswith(self.prefix + "claim:")
+        )
+
+    def clear(self) -> None:
+        """Delete this cache's keys (and nothing else in the database)."""
+        keys = list(self._client.scan_iter(match=self.prefix + "*", count=1000))
+        if keys:
+            self._client.delete(*keys)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _redact(url: str) -> str:
+    """A URL without its password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user + ':***' if ':' in creds else user}@{host}"
