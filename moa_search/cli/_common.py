@@ -8,9 +8,9 @@ import argparse
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from moa_search.errors import ConfigError
@@ -46,44 +46,35 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[Parser]
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
-    return value
+def _checked(
+    parse: Callable[[str], float],
+    what: str,
+    ok: Callable[[float], bool],
+    range_text: str,
+) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` the text (else "expected {what}"), then check it is ``ok``
+    (else "expected {range_text}")."""
+
+    def check(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {range_text}, got {value}")
+        return value
+
+    return check
 
 
-def positive_bytes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to 100000, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= 30 * 86400:
-        raise argparse.ArgumentTypeError(f"expected seconds in (0, 2592000], got {value}")
-    return value
+port_number = _checked(int, "a port number", lambda v: 0 <= v <= 65535, "a port from 0 to 65535")
+positive_bytes = _checked(int, "a number of bytes", lambda v: v >= 1, "a positive number of bytes")
+positive_int = _checked(
+    int, "a whole number", lambda v: 1 <= v <= 100_000, "a number from 1 to 100000"
+)
+positive_float = _checked(
+    float, "a number of seconds", lambda v: 0 < v <= 30 * 86400, "seconds in (0, 2592000]"
+)
 
 
 def default_cache_path() -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from moa_search.config import ModelSpec, Pool
 from moa_search.errors import MoaSearchError, ModelCallError
+from moa_search.runtime import retry
 from moa_search.runtime.backends import Backend, Completion
 from moa_search.runtime.cache import Cache, CachedAnswer
 from moa_search.runtime.prompting import ChatRequest
@@ -169,7 +170,7 @@ class Caller:
             log.info(
                 "retrying %s (%s) in %.2fs, attempt %d", request.alias, error.kind, delay, attempts
             )
-            await asyncio.sleep(delay)
+            await retry.wait(delay)
         latency = time.perf_counter() - start
         if completion is None:
             assert error is not None

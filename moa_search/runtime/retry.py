@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "NO_KEY_PLACEHOLDER",
     "RETRY_JITTER",
     "retry_delay",
+    "wait",
 ]
 
 #: First back-off delay (seconds) after a retryable failure; doubles each attempt.
@@ -38,3 +40,9 @@ def retry_delay(attempt: int, retry_after: float | None, rng: random.Random) -> 
         return retry_after
     base = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2 ** (attempt - 1))
     return base * (1 - RETRY_JITTER * rng.random())
+
+
+async def wait(delay_s: float) -> None:
+    """Wait ``delay_s`` before the next attempt: the one place the executor sleeps between
+    attempts (a seam: tests observe the delays it was asked to wait)."""
+    await asyncio.sleep(delay_s)

@@ -8,16 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from moa_search.serve import wire
 from moa_search.serve.wire import WireError
-from moa_search.testing.fake_openai import http
+from moa_search.testing.fake_openai import http, responses
 from moa_search.testing.fake_openai import wire as fake_wire
 from moa_search.testing.fake_openai.faults import (
     ERROR_STATUSES,
@@ -79,6 +80,8 @@ class FakeOpenAIServer:
         self._states: dict[str, ModelState] = {}
         self._ids = itertools.count(1)
         self._connections = 0
+        self._in_flight: dict[str, int] = {}  # model -> chat requests being handled
+        self._peaks: dict[str, int] = {}  # model -> the most at once ("" for all models)
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
@@ -125,10 +128,30 @@ class FakeOpenAIServer:
         with self._lock:
             return self._connections
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most chat requests the server was handling at one time (latency and hangs
+        included): a concurrency counter, so tests prove parallel calls without timing them."""
+        with self._lock:
+            return self._peaks.get("", 0)
+
+    def peak_in_flight(self, model: str) -> int:
+        """The most chat requests for ``model`` handled at one time."""
+        with self._lock:
+            return self._peaks.get(model, 0)
+
+    def in_flight(self, model: str | None = None) -> int:
+        """Chat requests being handled now (for ``model`` only, if given)."""
+        with self._lock:
+            if model is None:
+                return sum(self._in_flight.values())
+            return self._in_flight.get(model, 0)
+
     def reset_log(self, *, reset_faults: bool = False) -> None:
         """Forget the recorded requests; with ``reset_faults``, restart every fault sequence."""
         with self._lock:
             self._log.clear()
+            self._peaks = {"": sum(self._in_flight.values()), **self._in_flight}
             if reset_faults:
                 self._states.clear()
 
@@ -268,11 +291,11 @@ class FakeOpenAIServer:
                     request = await http.read_request(reader)
                 except http.BadRequestError as exc:
                     error = wire.error_body(str(exc), code="bad_request")
-                    await self._send_json(writer, 400, error, keep_alive=False)
+                    await responses.send_json(writer, 400, error, keep_alive=False)
                     break
                 except ValueError:  # a header line over the StreamReader limit
                     error = wire.error_body("header line too long")
-                    await self._send_json(writer, 431, error, keep_alive=False)
+                    await responses.send_json(writer, 431, error, keep_alive=False)
                     break
                 if request is None:
                     break
@@ -304,26 +327,26 @@ class FakeOpenAIServer:
             error = wire.error_body(
                 f"Invalid URL ({request.method} {request.path})", code="unknown_url"
             )
-            return await self._send_json(writer, 404, error, keep_alive=keep_alive)
+            return await responses.send_json(writer, 404, error, keep_alive=keep_alive)
         if request.method != method:
             error = wire.error_body(
                 f"Method {request.method} not allowed on {path}", code="method_not_allowed"
             )
-            return await self._send_json(
+            return await responses.send_json(
                 writer, 405, error, keep_alive=keep_alive, extra_headers=[("Allow", method)]
             )
         if path.endswith("/health"):
-            return await self._send_json(writer, 200, {"status": "ok"}, keep_alive=keep_alive)
+            return await responses.send_json(writer, 200, {"status": "ok"}, keep_alive=keep_alive)
         if self._require_api_key is not None:
             auth = request.headers.get("authorization", "")
             if auth != f"Bearer {self._require_api_key}":
                 error = wire.error_body("Incorrect API key provided.", code="invalid_api_key")
-                return await self._send_json(writer, 401, error, keep_alive=keep_alive)
+                return await responses.send_json(writer, 401, error, keep_alive=keep_alive)
         if path.endswith("/models"):
             with self._lock:
                 names = list(self._behaviors)
             models = wire.model_list(names, created=0, owned_by=fake_wire.OWNER)
-            return await self._send_json(writer, 200, models, keep_alive=keep_alive)
+            return await responses.send_json(writer, 200, models, keep_alive=keep_alive)
         return await self._chat(request, reader, writer)
 
     # -------------------------------------------------------------------------- chat
@@ -347,11 +370,25 @@ class FakeOpenAIServer:
     async def _chat(
         self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
+        model = _model_of(request.body)
+        with self._lock:
+            self._in_flight[model] = self._in_flight.get(model, 0) + 1
+            self._peaks[model] = max(self._peaks.get(model, 0), self._in_flight[model])
+            self._peaks[""] = max(self._peaks.get("", 0), sum(self._in_flight.values()))
+        try:
+            return await self._answer_chat(request, reader, writer)
+        finally:
+            with self._lock:
+                self._in_flight[model] -= 1
+
+    async def _answer_chat(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         keep_alive = request.keep_alive
         try:
             body = fake_wire.read_chat_body(request.body)
         except WireError as exc:
-            return await self._send_json(writer, exc.status, exc.body(), keep_alive=keep_alive)
+            return await responses.send_json(writer, exc.status, exc.body(), keep_alive=keep_alive)
         recorded, behavior, completion_id = self._record(body)
         model, fault = recorded.model, recorded.fault
 
@@ -364,7 +401,7 @@ class FakeOpenAIServer:
             return False
         if fault == "429":
             retry_after = behavior.retry_after_s
-            return await self._send_json(
+            return await responses.send_json(
                 writer,
                 429,
                 fake_wire.rate_limited(model, retry_after),
@@ -377,15 +414,15 @@ class FakeOpenAIServer:
         if fault in ERROR_STATUSES:
             message = f"The server had an error while processing your request (fake {fault})."
             error = fake_wire.server_error(message)
-            return await self._send_json(writer, int(fault), error, keep_alive=keep_alive)
+            return await responses.send_json(writer, int(fault), error, keep_alive=keep_alive)
         try:
             answer = resolve_answer(behavior.answer, recorded)
         except Exception as exc:
             logger.exception("answer callable for model %s failed", model)
             error = fake_wire.server_error(f"answer callable failed: {exc!r}")
-            return await self._send_json(writer, 500, error, keep_alive=keep_alive)
+            return await responses.send_json(writer, 500, error, keep_alive=keep_alive)
         if fault == "malformed":
-            return await self._send_malformed(writer, recorded.stream, keep_alive)
+            return await responses.send_malformed(writer, recorded.stream, keep_alive)
         usage = fake_wire.usage(recorded.messages, answer)
         created = int(time.time())
         truncate = fault == "truncate"
@@ -398,7 +435,7 @@ class FakeOpenAIServer:
                 usage=usage if fake_wire.include_usage(body) else None,
                 truncate=truncate,
             )
-            return await self._send_stream(
+            return await responses.send_stream(
                 reader, writer, behavior, completion_id, chunks, truncate, keep_alive
             )
         completion = fake_wire.completion(
@@ -415,70 +452,13 @@ class FakeOpenAIServer:
             await writer.drain()
             writer.close()
             return False
-        return await self._send_json(writer, 200, completion, keep_alive=keep_alive)
+        return await responses.send_json(writer, 200, completion, keep_alive=keep_alive)
 
-    async def _send_malformed(
-        self, writer: asyncio.StreamWriter, stream: bool, keep_alive: bool
-    ) -> bool:
-        if not stream:
-            return await http.send(writer, 200, fake_wire.MALFORMED_JSON, keep_alive=keep_alive)
-        headers = [
-            ("Content-Type", "text/event-stream; charset=utf-8"),
-            ("Transfer-Encoding", "chunked"),
-            http.connection_header(keep_alive),
-        ]
-        body = http.chunked(fake_wire.MALFORMED_SSE) + http.LAST_CHUNK
-        writer.write(http.head(200, headers) + body)
-        await writer.drain()
-        return keep_alive
 
-    async def _send_stream(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        behavior: ModelBehavior,
-        completion_id: str,
-        chunks: Sequence[wire.ChatCompletionChunk],
-        truncate: bool,
-        keep_alive: bool,
-    ) -> bool:
-        """Send ``chunks`` as SSE events, ``stream_chunk_delay_s`` apart; a truncated stream
-        stops after them and closes the connection."""
-        headers = [
-            ("Content-Type", "text/event-stream; charset=utf-8"),
-            ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"),
-            ("x-request-id", completion_id),
-            http.connection_header(keep_alive and not truncate),
-        ]
-        writer.write(http.head(200, headers))
-        delay = behavior.stream_chunk_delay_s
-        for index, chunk in enumerate(chunks):
-            if index > 0 and delay > 0 and not await http.wait(reader, writer, delay):
-                return False
-            writer.write(http.chunked(wire.sse_event(chunk)))
-            await writer.drain()
-        if truncate:
-            writer.close()
-            return False
-        writer.write(http.chunked(wire.DONE_EVENT) + http.LAST_CHUNK)
-        await writer.drain()
-        return keep_alive
-
-    async def _send_json(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        obj: Mapping[str, object],
-        *,
-        keep_alive: bool,
-        extra_headers: Sequence[tuple[str, str]] = (),
-    ) -> bool:
-        """Send ``obj`` as JSON, with an ``x-request-id`` header if it has a string ``id``."""
-        headers = list(extra_headers)
-        request_id = obj.get("id")
-        if isinstance(request_id, str):
-            headers.append(("x-request-id", request_id))
-        return await http.send(
-            writer, status, wire.dumps(obj), keep_alive=keep_alive, extra_headers=headers
-        )
+def _model_of(body: bytes) -> str:
+    """The ``model`` of a chat request body, for the in-flight counters ("?" if unreadable)."""
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return "?"
+    return model if isinstance(model, str) else "?"

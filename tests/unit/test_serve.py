@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,13 @@ import openai
 import pytest
 from pydantic import ValidationError
 
-from moa_search import local
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.runtime.mixture import Mixture
-from moa_search.serve.app import API_KEY_ENV, app_from_files, create_app, running
+from moa_search.serve.app import API_KEY_ENV, create_app, running
 from moa_search.serve.wire import ChatCompletionRequest, invalid_request
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "studies" / "local" / "mixture.yaml"
+ROOT = Path(__file__).resolve().parents[2]
 TRACE = {"X-MOA-Trace": "1"}
 HELLO = [{"role": "user", "content": "What is a mixture of agents?"}]
 
@@ -79,7 +76,8 @@ def _close_clients() -> Iterator[None]:
 
 def client(url: str, key: str = "unused", **kw: Any) -> openai.OpenAI:
     """An openai client without retries, closed when the test ends."""
-    made = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=30, **kw)
+    kw.setdefault("timeout", 30)
+    made = openai.OpenAI(base_url=url, api_key=key, max_retries=0, **kw)
     _clients.append(made)
     return made
 
@@ -347,22 +345,21 @@ def test_upstream_failures_are_502_with_the_reason_and_never_hang(
     agg_dead = MixtureConfig(layers=((AgentSpec(model="ok"),),), aggregator=AgentSpec(model="hung"))
     app = create_app({"quorum": (quorum_lost, pool), "agg": (agg_dead, pool)})
     with running(app) as url:
-        c = client(url)
+        # never hang: a client giving up after 5 s would raise APITimeoutError, not a 502
+        c = client(url, timeout=5)
         for stream in (False, True):
-            t0 = time.perf_counter()
             with pytest.raises(openai.APIStatusError) as info:
                 c.chat.completions.create(model="quorum", messages=HELLO, stream=stream)
-            assert time.perf_counter() - t0 < 5
             assert info.value.status_code == 502
             message = str(info.value)
             assert "quorum is 2" in message and "dead" in message and "HTTP 500" in message
             assert info.value.body["code"] == "upstream_error"  # type: ignore[index]
-        t0 = time.perf_counter()
+        # two 0.5 s timeouts and a back-off, not the 30 s hang (the client gives up at 5 s)
         with pytest.raises(openai.APIStatusError) as info:
             c.chat.completions.create(model="agg", messages=HELLO, stream=True)
         assert info.value.status_code == 502
         assert "hung" in str(info.value) and "timeout" in str(info.value)
-        assert time.perf_counter() - t0 < 5  # two 0.5 s timeouts and a back-off, not 30 s
+        assert fake.count("hung") == 2
 
 
 def test_a_failure_mid_stream_ends_with_an_sse_error_event(fake: FakeOpenAIServer) -> None:
@@ -378,16 +375,15 @@ def test_a_failure_mid_stream_ends_with_an_sse_error_event(fake: FakeOpenAIServe
     app = create_app({"moa": (m, pool)})
     with running(app) as url:
         received: list[str] = []
-        t0 = time.perf_counter()
         with (
-            client(url) as c,
+            client(url, timeout=5) as c,  # never hangs: a hang would raise APITimeoutError
             c.chat.completions.create(model="moa", messages=HELLO, stream=True) as stream,
             pytest.raises(openai.APIError) as info,
         ):
             for ch in stream:
                 if ch.choices and ch.choices[0].delta.content:
                     received.append(ch.choices[0].delta.content)
-        assert time.perf_counter() - t0 < 5
+        assert not isinstance(info.value, openai.APITimeoutError)
         assert "".join(received) == "one two three "  # the half that was sent, once
         assert "stream_interrupted" in str(info.value)
         raw = httpx2.post(
@@ -407,9 +403,8 @@ def test_concurrent_requests_share_the_executor_and_its_limits(fake: FakeOpenAIS
     app = create_app({"a": (m, pool), "b": (m.model_copy(update={"name": "b"}), pool)})
     assert len({id(mx.executor) for mx in app.state.moa.mixtures.values()}) == 1
 
-    async def main(url: str) -> tuple[list[str], float]:
+    async def main(url: str) -> list[str]:
         async with openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as c:
-            t0 = time.perf_counter()
             replies = await asyncio.gather(
                 *(
                     c.chat.completions.create(
@@ -420,7 +415,6 @@ def test_concurrent_requests_share_the_executor_and_its_limits(fake: FakeOpenAIS
                     for i in range(8)
                 )
             )
-            elapsed = time.perf_counter() - t0
             texts = []
             for r in replies:
                 if isinstance(r, openai.AsyncStream):
@@ -429,67 +423,40 @@ def test_concurrent_requests_share_the_executor_and_its_limits(fake: FakeOpenAIS
                     )
                 else:
                     texts.append(r.choices[0].message.content or "")
-            return texts, elapsed
+            return texts
 
     with running(app) as url:
-        texts, elapsed = asyncio.run(main(url))
+        texts = asyncio.run(main(url))
     assert all(f"question {i}" in t for i, t in enumerate(texts))
-    # 8 proposer calls of 0.2 s through one shared limit of 2 at a time: at least 4 rounds
-    assert 0.75 < elapsed < 5
+    # 8 proposer calls through one shared limit of 2 at a time (the upstream's own counter):
+    # the requests to both served models queued behind one executor's limit
+    assert fake.count("p1") == 8 and fake.peak_in_flight("p1") == 2
 
 
 def test_tokens_are_forwarded_as_they_arrive(fake: FakeOpenAIServer) -> None:
     fake.set_behavior(
-        "agg", ModelBehavior(stream_chunk_delay_s=0.3, answer="slow words one at a time")
+        "agg", ModelBehavior(stream_chunk_delay_s=0.5, answer="slow words one at a time")
     )
     pool = pool_for(fake, "p1", "agg")
     m = MixtureConfig(layers=((AgentSpec(model="p1"),),), aggregator=AgentSpec(model="agg"))
     app = create_app({"moa": (m, pool)})
     with running(app) as url:
         c = client(url)
-        t0 = time.perf_counter()
-        first_token: float | None = None
+        upstream_streaming: bool | None = None
         final = None
         for ch in c.chat.completions.create(
             model="moa", messages=HELLO, stream=True, extra_headers=TRACE
         ):
-            if ch.choices and ch.choices[0].delta.content and first_token is None:
-                first_token = time.perf_counter() - t0
+            if ch.choices and ch.choices[0].delta.content and upstream_streaming is None:
+                # the first token reached the client while the upstream aggregator was still
+                # streaming (six pieces 0.5 s apart): it was forwarded, not buffered
+                upstream_streaming = fake.in_flight("agg") == 1
             if ch.choices and ch.choices[0].finish_reason:
                 final = ch
-        total = time.perf_counter() - t0
-    assert first_token is not None and final is not None
-    # six pieces 0.3 s apart (and the stop chunk): the first arrived long before the end
-    assert total >= 1.8
-    assert first_token < total - 0.5
+    assert upstream_streaming is True and final is not None
+    assert fake.in_flight("agg") == 0
     trace = final.model_extra["moa_trace"]
-    # through the server, the first token comes shortly after the aggregator's own first token
-    assert trace["first_token_s"] <= first_token < trace["first_token_s"] + 0.3
-
-
-@pytest.mark.local
-def test_serving_the_example_mixture_on_the_local_pool(local_pool: local.LocalStatus) -> None:
-    app = app_from_files([EXAMPLE], pool=local_pool.pool_path)
-    with running(app) as url:
-        c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=600)
-        assert [m.id for m in c.models.list().data] == ["local-example"]
-        resp = c.chat.completions.create(
-            model="local-example", messages=[{"role": "user", "content": "Name a red fruit."}]
-        )
-        assert resp.choices[0].message.content and resp.choices[0].message.content.strip()
-        assert resp.usage is not None and resp.usage.completion_tokens > 0
-        chunks = list(
-            c.chat.completions.create(
-                model="local-example",
-                messages=[{"role": "user", "content": "Name a green vegetable."}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
-    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert text.strip()
-    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) > 1
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+    assert trace["first_token_s"] is not None
 
 
 def test_serving_ready_mixture_handles_and_inline_pools(fake: FakeOpenAIServer) -> None:

@@ -19,7 +19,7 @@ from moa_search.config import (
 )
 from moa_search.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 POOL = Pool(
     models=(

@@ -13,7 +13,7 @@ from moa_search.config import load_mixture, load_pool, resolve_pool
 from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "studies" / "local" / "mixture.yaml"
 
 

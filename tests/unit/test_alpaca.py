@@ -32,7 +32,7 @@ from moa_search.interop.alpaca import (
 from moa_search.runtime.executor import Executor
 from moa_search.search.objective import Evaluator
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_eval"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alpaca_eval"
 RESULTS = DATA / "results"
 LEADERBOARD_CSV = DATA / "leaderboard_AlpacaEval_2_weighted_alpaca_eval_gpt4_turbo.csv"
 ANNOTATED = {
@@ -46,13 +46,6 @@ ANNOTATED = {
     "phi-2",
     "NullModel",
 }
-MOA_PROPOSERS = [
-    "Qwen1.5-110B-Chat",
-    "Qwen1.5-72B-Chat",
-    "Meta-Llama-3-70B-Instruct",
-    "Mixtral-8x22B-Instruct-v0.1",
-    "dbrx-instruct",
-]
 #: How close the length-controlled win rate gets without AlpacaEval's instruction_difficulty
 #: file (see alpaca.estimate_instruction_difficulty): measured 0.80 points at worst.
 LC_TOLERANCE = 1.0
@@ -429,23 +422,3 @@ def test_evaluation_with_replays_and_recorded_verdicts(
     want = np.mean([by_instruction[i.prompt] for i in items])
     assert ev.judge_failures == 0 and ev.failures == 0
     assert ev.win_rate.mean == pytest.approx(want)
-
-
-# ----------------------------------------------------------------------------- diversity
-
-
-def test_recorded_diversity_of_the_moa_papers_proposers(data: Path) -> None:
-    from moa_search.runtime.embeddings import Embedder
-
-    embedder = Embedder()
-    value = alpaca.recorded_diversity(RESULTS, MOA_PROPOSERS, embedder, limit=20)
-    assert 0.0 < value < 1.0
-    embedded = embedder.stats.embedded
-    assert 0 < embedded <= 100  # 5 models x 20 instructions
-    pairs = alpaca.recorded_pairwise_distances(RESULTS, MOA_PROPOSERS, embedder, limit=20)
-    assert len(pairs) == 10
-    assert all(0.0 < d < 1.0 for d in pairs.values())
-    assert float(np.mean(list(pairs.values()))) == pytest.approx(value, abs=1e-5)
-    assert embedder.stats.embedded == embedded  # the same texts: nothing embedded twice
-    with pytest.raises(ValueError, match="two models"):
-        alpaca.recorded_diversity(RESULTS, MOA_PROPOSERS[:1], embedder)

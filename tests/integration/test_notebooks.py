@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 
 from moa_search import local
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 #: Seconds any one cell may take.
 CELL_TIMEOUT_S = 300

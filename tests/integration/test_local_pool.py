@@ -177,19 +177,11 @@ def test_the_two_models_generate_concurrently(local_pool: local.LocalStatus) -> 
         assert reply.usage is not None and reply.usage.completion_tokens > 0
         return start, time.monotonic()
 
-    # Timing on a shared machine is noisy: pass if any of three attempts shows the overlap.
-    attempts = []
+    # one server per model: the two requests are in flight at the same time (their intervals
+    # overlap); how much faster that is than one after another is a benchmark's figure
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for _ in range(3):
-            alone = sum(end - start for start, end in map(call, specs))
-            begun = time.monotonic()
-            (s1, e1), (s2, e2) = pool.map(call, specs)
-            together = time.monotonic() - begun
-            assert s1 < e2 and s2 < e1  # the two requests were in flight at the same time
-            attempts.append((round(together, 2), round(alone, 2)))
-            if together < alone:
-                break
-    assert attempts[-1][0] < attempts[-1][1], f"(concurrent, sequential) wall times: {attempts}"
+        (s1, e1), (s2, e2) = pool.map(call, specs)
+    assert s1 < e2 and s2 < e1
 
 
 def test_distinct_seeds_give_distinct_samples(local_pool: local.LocalStatus) -> None:

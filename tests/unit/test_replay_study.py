@@ -12,7 +12,7 @@ import pytest
 
 from moa_search.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "studies" / "alpacaeval_replay.yaml"
 SHARED = ROOT.parent / "shared" / "data" / "alpaca_eval"
 

@@ -22,7 +22,7 @@ from moa_search.interop.archon import (
     save_archon,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOGETHER = "https://api.together.xyz/v1"
 
 POOL = Pool(

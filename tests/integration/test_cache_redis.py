@@ -1,12 +1,9 @@
-"""Response caches: SQLite persistence, a Redis cache shared by two workers, and keys and values
-that never hold an API key or a URL."""
+"""The Redis cache against the real Redis server on 127.0.0.1:6379."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,46 +12,12 @@ import pytest
 import redis
 
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
-from moa_search.errors import ConfigError
-from moa_search.runtime.cache import CachedAnswer, RedisCache, SQLiteCache, open_cache
+from moa_search.runtime.cache import RedisCache, SQLiteCache
 from moa_search.runtime.executor import Executor
-from moa_search.runtime.prompting import ChatRequest
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CANARY = "sk-canary-" + uuid.uuid4().hex
-
-
-def request(sample: int = 0, seed: int = 1) -> ChatRequest:
-    return ChatRequest("a", "model-a", (("user", "hi"),), 0.7, 16, seed, sample)
-
-
-def test_cache_key_depends_on_what_determines_the_answer_only() -> None:
-    base = request()
-    assert base.cache_key() == request().cache_key()
-    assert base.cache_key() != request(sample=1).cache_key()
-    assert base.cache_key() != request(seed=2).cache_key()
-    other_alias = ChatRequest("b", "model-a", base.messages, 0.7, 16, 1, 0)
-    assert other_alias.cache_key() == base.cache_key()  # the alias is a local name, not the model
-
-
-def test_sqlite_cache_persists_across_instances_and_processes(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
-    cache = SQLiteCache(path)
-    cache.set("k1", CachedAnswer("hello", 3, 1))
-    cache.close()
-    again = SQLiteCache(path)
-    assert again.get("k1") == CachedAnswer("hello", 3, 1)
-    assert again.get("nope") is None
-    assert (again.stats.hits, again.stats.misses) == (1, 1)
-    code = (
-        "import sys; from moa_search.runtime.cache import SQLiteCache, CachedAnswer;"
-        "c = SQLiteCache(sys.argv[1]); assert c.get('k1').text == 'hello';"
-        "c.set('k2', CachedAnswer('from child', 1, 2))"
-    )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
-    assert again.get("k2") == CachedAnswer("from child", 1, 2)
-    assert len(again) == 2
 
 
 @pytest.fixture
@@ -88,16 +51,6 @@ def test_redis_cache_is_shared_between_workers(redis_prefix: str) -> None:
         assert worker2.stats.hits == 3
     finally:
         server.stop()
-
-
-def test_unreachable_redis_is_a_config_error() -> None:
-    with pytest.raises(ConfigError) as info:
-        open_cache("redis://:hunter2@127.0.0.1:1/0")
-    assert info.value.source == "cache location"
-    assert "cache location" in str(info.value) and "hunter2" not in str(info.value)
-    relabelled = info.value.with_source("--cache")
-    assert "--cache" in str(relabelled) and "hunter2" not in str(relabelled)
-    assert (relabelled.field, relabelled.expected) == (info.value.field, info.value.expected)
 
 
 def test_canary_key_never_reaches_cache_keys_or_values(
@@ -154,8 +107,13 @@ def test_a_call_in_flight_at_one_worker_is_not_paid_for_again_by_another(
 
         async def both() -> list[Any]:
             first = asyncio.create_task(worker1.arun(m, "same prompt"))
-            await asyncio.sleep(0.1)  # worker 1's proposer calls are in flight
+            while server.in_flight("p") < 2:  # until worker 1's proposer calls are in flight
+                await asyncio.sleep(0.01)
             second = asyncio.create_task(worker2.arun(m, "same prompt"))
+            while not second.done() and not first.done():
+                await asyncio.sleep(0.01)
+            # worker 2 could not finish first: it waited for worker 1's answers
+            assert not second.done() or first.done()
             out = [await first, await second]
             await worker1.aclose()
             await worker2.aclose()
@@ -165,7 +123,8 @@ def test_a_call_in_flight_at_one_worker_is_not_paid_for_again_by_another(
         assert server.count() == 3  # two proposer samples and one aggregator, each paid once
         assert r1.answer == r2.answer
         assert r1.trace.cache_hits == 0 and r2.trace.cache_hits == 3
-        assert r2.trace.calls[0].latency_s > 0.2  # it waited for worker 1's answer
+        # worker 2 started while worker 1's calls were in flight, and was answered from them
+        assert all(c.cache_hit for c in r2.trace.calls)
         assert len(RedisCache(REDIS_URL, prefix=redis_prefix)) == 3  # claims are not answers
     finally:
         server.stop()
