@@ -8,8 +8,10 @@ parsing messages:
   paragraph naming the source, the field path and what was expected; the CLI prints it and
   exits with code 2.
 - :class:`ModelCallError` — one model call failed after its retries. ``kind`` is one of
-  :data:`CALL_ERROR_KINDS`.
+  :data:`CALL_ERROR_KINDS`; ``str()`` states the attempts really made.
 - :class:`QuorumError` — too few proposers of a layer answered.
+- :class:`CacheError` — the response cache stopped working during a run (e.g. Redis went
+  away); a cache that cannot be opened is a :class:`ConfigError` instead.
 - :class:`NotRecordedError` — no recorded verdict or output for what was asked.
 - :class:`InvalidMixture` — a search trial's choices make no valid mixture.
 - :class:`AnalysisError` — a study cannot be analysed.
@@ -28,6 +30,7 @@ __all__ = [
     "CALL_ERROR_KINDS",
     "RETRYABLE_KINDS",
     "AnalysisError",
+    "CacheError",
     "CallErrorKind",
     "ConfigError",
     "InvalidMixture",
@@ -44,6 +47,7 @@ CallErrorKind = Literal[
     "timeout",
     "connection",
     "malformed_response",
+    "empty_response",
     "stream_interrupted",
     "auth",
     "bad_request",
@@ -52,9 +56,12 @@ CallErrorKind = Literal[
 ]
 CALL_ERROR_KINDS: tuple[CallErrorKind, ...] = get_args(CallErrorKind)
 
-#: Kinds worth retrying: the same request may succeed a moment later.
+#: Kinds worth retrying: the same request may succeed a moment later. An empty answer
+#: (``content: null``, ``""`` or only whitespace, e.g. with ``finish_reason: content_filter``) is
+#: retried like a malformed one: providers sample (and filter) anew on each request, so a second
+#: attempt often answers, and the model's ``max_retries`` bounds what a persistent one costs.
 RETRYABLE_KINDS: frozenset[CallErrorKind] = frozenset(
-    {"rate_limit", "server_error", "timeout", "connection", "malformed_response"}
+    {"rate_limit", "server_error", "timeout", "connection", "malformed_response", "empty_response"}
 )
 
 
@@ -111,6 +118,9 @@ class ConfigError(MoaSearchError):
 class ModelCallError(MoaSearchError):
     """A model call failed for good (after any retries).
 
+    A backend raises it for one attempt (``attempts=1``); the caller that retried reports the
+    call's failure with :meth:`with_attempts`, so the message always states the attempts made.
+
     Attributes:
         model: the pool alias of the model.
         kind: one of :data:`CALL_ERROR_KINDS`.
@@ -118,6 +128,8 @@ class ModelCallError(MoaSearchError):
         attempts: how many attempts were made.
         detail: a short description from the provider or the transport.
         retry_after: seconds the provider asked us to wait (Retry-After), if it said.
+        finish_reason: the provider's finish reason, when an answer arrived but was unusable
+            (``"content_filter"`` for a filtered, empty ``empty_response``).
         trace: the run's trace up to the failure, when the aggregator of a mixture failed.
         calls: the records of the calls behind the failure, when a caller that makes its own
             calls (a judge, a baseline) attaches them.
@@ -132,6 +144,7 @@ class ModelCallError(MoaSearchError):
         status: int | None = None,
         attempts: int = 1,
         retry_after: float | None = None,
+        finish_reason: str | None = None,
         trace: Trace | None = None,
         calls: Sequence[CallRecord] = (),
     ) -> None:
@@ -141,16 +154,36 @@ class ModelCallError(MoaSearchError):
         self.status = status
         self.attempts = attempts
         self.detail = detail
+        self.finish_reason = finish_reason
         self.trace: Trace | None = trace
         self.calls: tuple[CallRecord, ...] = tuple(calls)
         status_text = f" (HTTP {status})" if status is not None else ""
+        finish_text = f" (finish reason {finish_reason})" if finish_reason is not None else ""
         super().__init__(
-            f"model '{model}' failed: {kind}{status_text} after {attempts} attempt(s): {detail}"
+            f"model '{model}' failed: {kind}{status_text}{finish_text} after {attempts} "
+            f"attempt(s): {detail}"
         )
 
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
+
+    def with_attempts(self, attempts: int) -> ModelCallError:
+        """The same failure after ``attempts`` attempts: a new error whose message says so
+        (the cause is kept)."""
+        error = ModelCallError(
+            self.model,
+            self.kind,
+            self.detail,
+            status=self.status,
+            attempts=attempts,
+            retry_after=self.retry_after,
+            finish_reason=self.finish_reason,
+            trace=self.trace,
+            calls=self.calls,
+        )
+        error.__cause__ = self.__cause__
+        return error
 
 
 class QuorumError(MoaSearchError):
@@ -177,6 +210,26 @@ class QuorumError(MoaSearchError):
         super().__init__(
             f"layer {layer}: {answered} of the proposers answered but the quorum is {required}: "
             f"{reasons}"
+        )
+
+
+class CacheError(MoaSearchError):
+    """The response cache failed while a run was using it (it opened fine).
+
+    Args:
+        location: the cache's file or URL, without any password.
+        operation: what the cache was doing, in words (``"storing an answer"``).
+        detail: what went wrong, from the store's client.
+    """
+
+    def __init__(self, location: str, operation: str, detail: str) -> None:
+        self.location = location
+        self.operation = operation
+        self.detail = detail
+        super().__init__(
+            f"the response cache at {location} failed while {operation}: {detail}. Check that it "
+            "is reachable (a Redis server running, the file readable and writable) and run "
+            "again; answers stored before the failure are kept."
         )
 
 

@@ -1,6 +1,11 @@
 """One model call: the cache, a shared cache's claim, the model's concurrency slot, retries with
 back-off, and a streamed answer that resumes where a failed attempt stopped.
 
+An answer with no text (``content: null``, e.g. withheld by a content filter, ``""`` or only
+whitespace) is not an answer: the attempt fails as ``empty_response`` (with the provider's
+finish reason) and is retried like a malformed one. Only a whole, usable answer is ever cached;
+a call that fails releases its claim on a shared cache.
+
 :class:`Caller` does this for the :class:`~moa_search.runtime.executor.Executor`, which runs
 whole mixtures out of such calls. Every call, cache hits and failures included, ends in one
 :class:`~moa_search.runtime.trace.CallRecord`.
@@ -16,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from moa_search.config import ModelSpec, Pool
-from moa_search.errors import MoaSearchError, ModelCallError
+from moa_search.errors import CacheError, MoaSearchError, ModelCallError
 from moa_search.runtime import retry
 from moa_search.runtime.backends import Backend, Completion
 from moa_search.runtime.cache import Cache, CachedAnswer
@@ -86,7 +91,7 @@ class Caller:
                 if on_delta is not None and hit.text:
                     on_delta(hit.text)
                 completion = Completion(
-                    hit.text, hit.tokens_in, hit.tokens_out, "stop", hit.usage_estimated
+                    hit.text, hit.tokens_in, hit.tokens_out, hit.finish_reason, hit.usage_estimated
                 )
                 record = CallRecord(
                     layer=layer,
@@ -101,15 +106,27 @@ class Caller:
                     attempts=0,
                     started_s=started_s,
                     usage_estimated=hit.usage_estimated,
+                    finish_reason=hit.finish_reason,
                 )
                 return CallOutcome(record, completion)
+        if on_delta is not None:
+            on_delta = _HoldBlank(on_delta)
+        outcome: CallOutcome | None = None
         try:
-            return await self._make_call(
+            outcome = await self._make_call(
                 request, layer, role, on_delta, start, started_s, key, spec
             )
         finally:
+            # a failed or cancelled call releases its claim too: a worker waiting for it then
+            # makes the call itself instead of waiting for an answer that never comes
             if claimed and self.cache is not None:
-                await self.cache.arelease(key)
+                try:
+                    await self.cache.arelease(key)
+                except CacheError:
+                    if outcome is not None:
+                        raise
+                    # else the call's own error is on its way out and says more
+        return outcome
 
     async def _claim_or_wait(self, key: str, spec: ModelSpec) -> tuple[CachedAnswer | None, bool]:
         """Before paying for a call, claim it in a shared cache; if another worker already
@@ -123,7 +140,7 @@ class Caller:
         delay = 0.02
         while not await cache.aclaim(key, budget):
             hit = await cache.apeek(key)
-            if hit is not None:
+            if hit is not None and hit.usable:
                 cache.stats.count(True)
                 return hit, False
             if time.perf_counter() >= deadline:
@@ -153,9 +170,10 @@ class Caller:
             try:
                 async with backend.semaphore:
                     if on_delta is None:
-                        completion = await backend.complete(request)
+                        answer = await backend.complete(request)
                     else:
-                        completion = await self._stream_once(backend, request, emitted, on_delta)
+                        answer = await self._stream_once(backend, request, emitted, on_delta)
+                completion = _usable(request.alias, answer)
                 break
             except _Emitted as partial:
                 emitted = partial.text
@@ -164,7 +182,7 @@ class Caller:
                 error = exc
             assert error is not None
             retryable = error.retryable or error.kind == "stream_interrupted"
-            if not retryable or attempts > spec.max_retries:
+            if not retryable or backend.deterministic or attempts > spec.max_retries:
                 break
             delay = retry_delay(attempts, error.retry_after, self._rng)
             log.info(
@@ -174,7 +192,7 @@ class Caller:
         latency = time.perf_counter() - start
         if completion is None:
             assert error is not None
-            error.attempts = attempts
+            error = error.with_attempts(attempts)
             record = CallRecord(
                 layer=layer,
                 role=role,
@@ -190,9 +208,12 @@ class Caller:
                 error=error.kind,
                 error_detail=error.detail,
                 status=error.status,
+                finish_reason=error.finish_reason,
             )
             return CallOutcome(record, None, error)
         if self.cache is not None:
+            # only a whole, usable answer reaches this line: failures, partial streams and
+            # empty answers returned above, and a cancelled call never gets here
             await self.cache.aset(
                 key,
                 CachedAnswer(
@@ -200,6 +221,7 @@ class Caller:
                     completion.tokens_in,
                     completion.tokens_out,
                     completion.usage_estimated,
+                    completion.finish_reason,
                 ),
             )
         record = CallRecord(
@@ -215,6 +237,7 @@ class Caller:
             attempts=attempts,
             started_s=started_s,
             usage_estimated=completion.usage_estimated,
+            finish_reason=completion.finish_reason,
         )
         return CallOutcome(record, completion)
 
@@ -258,6 +281,41 @@ class Caller:
                 raise _Emitted(received, exc) from exc
             raise
         raise ModelCallError(request.alias, "malformed_response", "the stream gave no completion")
+
+
+def _usable(alias: str, completion: Completion) -> Completion:
+    """The completion, if it holds an answer; an empty one (``content: null``, ``""`` or only
+    whitespace) raises ``empty_response`` with the provider's finish reason."""
+    if completion.text.strip():
+        return completion
+    finish = completion.finish_reason
+    if finish == "content_filter":
+        detail = "the provider's content filter withheld the answer"
+    elif finish == "length":
+        detail = "the answer reached max_tokens before any text"
+    else:
+        detail = "the answer has no text"
+    raise ModelCallError(alias, "empty_response", detail, finish_reason=finish)
+
+
+class _HoldBlank:
+    """Passes a streamed answer's deltas on from its first non-blank character: an answer of
+    only whitespace fails as ``empty_response`` without any of it having been passed on."""
+
+    def __init__(self, on_delta: Callable[[str], None]) -> None:
+        self._on_delta = on_delta
+        self._held = ""
+        self._open = False
+
+    def __call__(self, text: str) -> None:
+        if self._open:
+            self._on_delta(text)
+            return
+        self._held += text
+        if self._held.strip():
+            self._open = True
+            held, self._held = self._held, ""
+            self._on_delta(held)
 
 
 class _Emitted(Exception):  # noqa: N818 - internal signal, not an error users see

@@ -25,7 +25,9 @@ class CallRecord:
     concurrency slot and every retry; ``started_s`` is that moment relative to the run's start.
     ``error`` is ``None`` on success, otherwise a kind from ``moa_search.errors.CALL_ERROR_KINDS``
     and ``error_detail`` says more. ``usage_estimated`` is true when the provider reported no
-    token counts and they were estimated from the text.
+    token counts and they were estimated from the text. ``finish_reason`` is what the provider
+    said about why the answer ended (``"stop"``, ``"length"``, ``"content_filter"``, ...), or
+    ``None`` when it said nothing or no answer arrived.
     """
 
     layer: int
@@ -43,6 +45,7 @@ class CallRecord:
     error_detail: str | None = None
     status: int | None = None
     usage_estimated: bool = False
+    finish_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -100,6 +103,17 @@ class Trace:
     def failures(self) -> tuple[CallRecord, ...]:
         return tuple(c for c in self.calls if not c.ok)
 
+    @property
+    def finish_reason(self) -> str | None:
+        """The aggregator call's finish reason (``"length"`` when its answer was cut short).
+
+        ``None`` when the run had no aggregator call or the provider gave no reason.
+        """
+        for call in reversed(self.calls):
+            if call.role == "aggregator":
+                return call.finish_reason
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "latency_s": self.latency_s,
@@ -110,6 +124,7 @@ class Trace:
             "tokens_out": self.tokens_out,
             "model_calls": self.model_calls,
             "cache_hits": self.cache_hits,
+            "finish_reason": self.finish_reason,
             "calls": [c.to_dict() for c in self.calls],
             **self.extra,
         }

@@ -41,8 +41,12 @@ class Backend(ABC):
     :meth:`stream` yields text deltas and finally one :class:`Completion` holding the whole text
     and usage. :attr:`semaphore` bounds this model's concurrent requests; callers hold it for the
     attempt. A backend may be used from several event loops in turn (one at a time): per-loop
-    resources are made again in :meth:`_on_new_loop`.
+    resources are made again in :meth:`_on_new_loop`. A :attr:`deterministic` backend answers
+    the same request the same way every time, so its failed attempts are never retried.
     """
+
+    #: Whether the same request always gets the same answer (a recording): retrying cannot help.
+    deterministic: bool = False
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

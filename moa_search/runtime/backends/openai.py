@@ -150,6 +150,7 @@ class OpenAIBackend(Backend):
             message = choices[0].get("message") or {}
             text = message.get("content") or ""
             finish = choices[0].get("finish_reason")
+            finish = finish if isinstance(finish, str) else None
             usage = data.get("usage") or {}
         except ModelCallError:
             raise
@@ -207,7 +208,7 @@ class OpenAIBackend(Backend):
                     pieces.append(delta)
                     yield delta
                 if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                    finish = str(choice["finish_reason"])
         except ModelCallError as err:
             if pieces and err.kind == "malformed_response":
                 raise ModelCallError(self.spec.alias, "stream_interrupted", err.detail) from err

@@ -29,7 +29,11 @@ class ReplayBackend(Backend):
     the recording is itself a mixture's final answer (e.g. AlpacaEval's ``Together-MoA`` as
     the aggregator) and wrong otherwise — such roles need a recording made with those
     references, or a real model. With ``plain_prompt_only`` such requests raise ``not_found``.
+    An empty recorded output is an ``empty_response`` failure like any empty answer, made once:
+    the backend is :attr:`~moa_search.runtime.backends.base.Backend.deterministic`.
     """
+
+    deterministic = True
 
     def __init__(
         self,

@@ -22,29 +22,42 @@ __all__ = ["Cache", "CacheStats", "CachedAnswer", "open_cache"]
 
 @dataclass(frozen=True)
 class CachedAnswer:
-    """A stored answer: the text and the provider's token counts."""
+    """A stored answer: the text, the provider's token counts and its finish reason (``None``
+    in entries stored before finish reasons were kept)."""
 
     text: str
     tokens_in: int
     tokens_out: int
     usage_estimated: bool = False
+    finish_reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether it holds an answer: an empty one (stored by an older version, which took
+        empty answers for answers) is treated as absent, and the call is made again."""
+        return bool(self.text.strip())
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "text": self.text,
-                "tokens_in": self.tokens_in,
-                "tokens_out": self.tokens_out,
-                "usage_estimated": self.usage_estimated,
-            },
-            ensure_ascii=False,
-        )
+        d: dict[str, Any] = {
+            "text": self.text,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "usage_estimated": self.usage_estimated,
+        }
+        if self.finish_reason is not None:
+            d["finish_reason"] = self.finish_reason
+        return json.dumps(d, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, blob: str | bytes) -> CachedAnswer:
         d = json.loads(blob)
+        finish = d.get("finish_reason")
         return cls(
-            d["text"], int(d["tokens_in"]), int(d["tokens_out"]), bool(d.get("usage_estimated"))
+            d["text"],
+            int(d["tokens_in"]),
+            int(d["tokens_out"]),
+            bool(d.get("usage_estimated")),
+            finish if isinstance(finish, str) else None,
         )
 
 
@@ -98,8 +111,11 @@ class Cache(ABC):
     async def aset(self, key: str, value: CachedAnswer) -> None: ...
 
     async def aget(self, key: str) -> CachedAnswer | None:
-        """The stored answer; the lookup is counted as a hit or a miss."""
+        """The stored answer; the lookup is counted as a hit or a miss. An empty stored answer
+        (see :attr:`CachedAnswer.usable`) is a miss."""
         value = await self.apeek(key)
+        if value is not None and not value.usable:
+            value = None
         self.stats.count(value is not None)
         return value
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from moa_search.errors import ConfigError
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from moa_search.errors import CacheError, ConfigError
 from moa_search.runtime.cache.base import Cache, CachedAnswer
 
 __all__ = ["RedisCache"]
@@ -13,10 +16,15 @@ class RedisCache(Cache):
 
     Keys are ``<prefix><request hash>``; values the same JSON as the SQLite cache. A worker about
     to make a call first claims it (``<prefix>claim:<hash>``, expiring), so that a second worker
-    wanting the same answer waits for it instead of paying for it again. Uses the
+    wanting the same answer waits for it instead of paying for it again; a worker whose call
+    fails releases its claim, and the waiting worker makes the call itself. Uses the
     synchronous client: a lookup on a nearby server takes well under a millisecond, and one
     client is safe across threads and event loops. The URL may carry a password; it is never
     logged or stored.
+
+    A URL that does not parse, or a server that does not answer, is a
+    :class:`~moa_search.errors.ConfigError` (source ``"cache location"``); a server that goes
+    away once the cache is open is a :class:`~moa_search.errors.CacheError`.
     """
 
     def __init__(self, url: str, *, prefix: str = "moa-search:response:") -> None:
@@ -24,7 +32,17 @@ class RedisCache(Cache):
         import redis
 
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.location = _redact(url)
+        self._password = _password(url)
+        try:
+            self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        except ValueError as exc:
+            raise ConfigError(
+                "cache location",
+                "",
+                "a Redis URL such as redis://host:6379/0 (or rediss://, unix://)",
+                f"{self.location!r}, which does not parse ({_mask(str(exc), self._password)})",
+            ) from None
         try:
             self._client.ping()
         except redis.RedisError as exc:
@@ -32,11 +50,23 @@ class RedisCache(Cache):
                 "cache location",
                 "",
                 "a Redis server that answers at the given redis:// URL",
-                f"{type(exc).__name__} from {_redact(url)}",
+                f"{type(exc).__name__} from {self.location}",
             ) from None
 
+    @contextmanager
+    def _failures(self, operation: str) -> Iterator[None]:
+        """Turns the client's errors into :class:`CacheError` (the server went away)."""
+        import redis
+
+        try:
+            yield
+        except redis.RedisError as exc:
+            detail = _mask(f"{type(exc).__name__}: {exc}".rstrip(": "), self._password)
+            raise CacheError(self.location, operation, detail) from None
+
     def peek(self, key: str) -> CachedAnswer | None:
-        raw = self._client.get(self.prefix + key)
+        with self._failures("reading an answer"):
+            raw = self._client.get(self.prefix + key)
         return CachedAnswer.from_json(raw) if raw is not None else None
 
     def get(self, key: str) -> CachedAnswer | None:
@@ -45,7 +75,8 @@ class RedisCache(Cache):
         return value
 
     def set(self, key: str, value: CachedAnswer) -> None:
-        self._client.set(self.prefix + key, value.to_json())
+        with self._failures("storing an answer"):
+            self._client.set(self.prefix + key, value.to_json())
         self.stats.writes += 1
 
     async def apeek(self, key: str) -> CachedAnswer | None:
@@ -56,29 +87,34 @@ class RedisCache(Cache):
 
     async def aclaim(self, key: str, ttl_s: float) -> bool:
         claim = f"{self.prefix}claim:{key}"
-        if not self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))):
-            return False
-        if self._client.exists(self.prefix + key):
+        with self._failures("claiming a call"):
+            if not self._client.set(claim, "1", nx=True, px=max(1, int(ttl_s * 1000))):
+                return False
+        stored = self.peek(key)
+        if stored is not None and stored.usable:
             # stored (and its claim released) between the caller's lookup and this claim
-            self._client.delete(claim)
+            await self.arelease(key)
             return False
         return True
 
     async def arelease(self, key: str) -> None:
-        self._client.delete(f"{self.prefix}claim:{key}")
+        with self._failures("releasing a claim"):
+            self._client.delete(f"{self.prefix}claim:{key}")
 
     def __len__(self) -> int:
-        return sum(
-            1
-            for k in self._client.scan_iter(match=self.prefix + "*", count=1000)
-            if not k.decode().startswith(self.prefix + "claim:")
-        )
+        with self._failures("counting answers"):
+            return sum(
+                1
+                for k in self._client.scan_iter(match=self.prefix + "*", count=1000)
+                if not k.decode().startswith(self.prefix + "claim:")
+            )
 
     def clear(self) -> None:
         """Delete this cache's keys (and nothing else in the database)."""
-        keys = list(self._client.scan_iter(match=self.prefix + "*", count=1000))
-        if keys:
-            self._client.delete(*keys)
+        with self._failures("clearing answers"):
+            keys = list(self._client.scan_iter(match=self.prefix + "*", count=1000))
+            if keys:
+                self._client.delete(*keys)
 
     def close(self) -> None:
         self._client.close()
@@ -92,3 +128,16 @@ def _redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user + ':***' if ':' in creds else user}@{host}"
+
+
+def _password(url: str) -> str:
+    """The password in ``url``, or ``""``."""
+    if "@" not in url or "://" not in url:
+        return ""
+    creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return creds.split(":", 1)[1] if ":" in creds else ""
+
+
+def _mask(text: str, password: str) -> str:
+    """``text`` without ``password``, should a client message quote it."""
+    return text.replace(password, "***") if password else text

@@ -12,6 +12,14 @@ Faults (one per chat request, chosen by :class:`ModelState` from a :class:`Model
 - ``"truncate"``: ``stream=true``: some chunks, then the connection is closed without the final
   chunk, without ``data: [DONE]`` and without the chunked-encoding terminator;
   ``stream=false``: a ``Content-Length`` larger than the body, then the connection is closed.
+- ``"content_filter"``: status 200, ``content: null`` and ``finish_reason: "content_filter"``
+  (streamed: no content delta, then that finish reason).
+- ``"empty"``: status 200 whose content is ``""`` with ``finish_reason: "stop"``.
+- ``"length"``: status 200, the answer cut to its first half (at least one word) with
+  ``finish_reason: "length"``, as when ``max_tokens`` stops a model.
+
+The last three are never drawn by default (``fault_kinds``): they are answers, not transport
+faults, and a test asks for them by name.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = [
     "ModelState",
     "RecordedRequest",
     "default_answer",
+    "finished_answer",
     "resolve_answer",
 ]
 
@@ -45,6 +54,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "reset",
     "malformed",
     "truncate",
+    "content_filter",
+    "empty",
+    "length",
 )
 
 #: The faults answered with an error status of that number.
@@ -198,3 +210,17 @@ def resolve_answer(answer: Answer, request: RecordedRequest) -> str:
     if isinstance(answer, str):
         return answer
     return str(answer(request))
+
+
+def finished_answer(fault: str, answer: str) -> tuple[str | None, str]:
+    """The content (``None`` for ``content: null``) and finish reason a 200 answer carries
+    under ``fault``: ``answer`` and ``"stop"`` unless the fault is one of the answer faults
+    (``"content_filter"``, ``"empty"``, ``"length"``)."""
+    if fault == "content_filter":
+        return None, "content_filter"
+    if fault == "empty":
+        return "", "stop"
+    if fault == "length":
+        words = answer.split(" ")
+        return " ".join(words[: max(1, len(words) // 2)]), "length"
+    return answer, "stop"

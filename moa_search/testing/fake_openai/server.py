@@ -25,6 +25,7 @@ from moa_search.testing.fake_openai.faults import (
     ModelBehavior,
     ModelState,
     RecordedRequest,
+    finished_answer,
     resolve_answer,
 )
 from moa_search.testing.fake_openai.http import HttpRequest
@@ -423,7 +424,8 @@ class FakeOpenAIServer:
             return await responses.send_json(writer, 500, error, keep_alive=keep_alive)
         if fault == "malformed":
             return await responses.send_malformed(writer, recorded.stream, keep_alive)
-        usage = fake_wire.usage(recorded.messages, answer)
+        content, finish = finished_answer(fault, answer)
+        usage = fake_wire.usage(recorded.messages, content or "")
         created = int(time.time())
         truncate = fault == "truncate"
         if recorded.stream:
@@ -431,15 +433,21 @@ class FakeOpenAIServer:
                 completion_id,
                 created=created,
                 model=model,
-                answer=answer,
+                answer=content or "",
                 usage=usage if fake_wire.include_usage(body) else None,
                 truncate=truncate,
+                finish_reason=finish,
             )
             return await responses.send_stream(
                 reader, writer, behavior, completion_id, chunks, truncate, keep_alive
             )
         completion = fake_wire.completion(
-            completion_id, created=created, model=model, answer=answer, usage=usage
+            completion_id,
+            created=created,
+            model=model,
+            answer=content,
+            usage=usage,
+            finish_reason=finish,
         )
         if truncate:
             payload = wire.dumps(completion)

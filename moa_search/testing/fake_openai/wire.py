@@ -99,16 +99,30 @@ def usage(messages: list[Any], answer: str) -> Usage:
 
 
 def completion(
-    completion_id: str, *, created: int, model: str, answer: str, usage: Usage
+    completion_id: str,
+    *,
+    created: int,
+    model: str,
+    answer: str | None,
+    usage: Usage,
+    finish_reason: str = "stop",
 ) -> ChatCompletion:
-    return wire.completion(
+    """A completion of ``answer`` (``None`` gives ``content: null``) ending for
+    ``finish_reason``."""
+    body = wire.completion(
         completion_id,
         created=created,
         model=model,
-        content=answer,
+        content=answer or "",
         usage=usage,
         system_fingerprint=FINGERPRINT,
     )
+    choice: dict[str, Any] = dict(body["choices"][0])
+    choice["finish_reason"] = finish_reason
+    if answer is None:
+        choice["message"] = {**choice["message"], "content": None}
+    body["choices"] = [choice]  # type: ignore[list-item]
+    return body
 
 
 def stream_chunks(
@@ -119,10 +133,11 @@ def stream_chunks(
     answer: str,
     usage: Usage | None,
     truncate: bool,
+    finish_reason: str = "stop",
 ) -> list[ChatCompletionChunk]:
-    """The chunks of a streamed answer, one per word: the role chunk, the words, the stop
-    chunk, then the usage chunk when ``usage`` is given. Truncated: the role chunk and about
-    half the words, never the end of the stream."""
+    """The chunks of a streamed answer, one per word: the role chunk, the words, the chunk
+    with ``finish_reason``, then the usage chunk when ``usage`` is given. Truncated: the role
+    chunk and about half the words, never the end of the stream."""
 
     def chunk(delta: dict[str, str], finish_reason: str | None = None) -> ChatCompletionChunk:
         return wire.chunk(
@@ -140,7 +155,7 @@ def stream_chunks(
     chunks += [chunk({"content": piece}) for piece in pieces]
     if truncate:
         return chunks[: 1 + max(1, len(pieces) // 2)] if pieces else chunks[:1]
-    chunks.append(chunk({}, "stop"))
+    chunks.append(chunk({}, finish_reason))
     if usage is not None:
         chunks.append(
             wire.usage_chunk(
