@@ -1,5 +1,6 @@
 """Running an ASGI app under uvicorn: in the foreground until interrupted, or in a daemon thread
-(tests, notebooks, embedding)."""
+(tests, notebooks, embedding). Key-like strings in uvicorn's logs, the access log's query
+strings included, are masked (:mod:`moa_search.serve.masking`)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,38 @@ from collections.abc import Iterator
 
 from starlette.types import ASGIApp
 
+from moa_search.serve.masking import SERVING_LOGGERS, install_log_masking
+
 __all__ = ["run_until_interrupted", "running"]
 
 
-def run_until_interrupted(app: ASGIApp, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve ``app`` on ``host:port`` until SIGINT/SIGTERM, lifespan included."""
+def run_until_interrupted(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    use_colors: bool | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGINT/SIGTERM, lifespan included. ``use_colors``
+    None lets uvicorn colour its log when stdout is a terminal."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="on", use_colors=use_colors
+    )
+    install_log_masking(*SERVING_LOGGERS)  # after the Config set uvicorn's logging up
     uvicorn.Server(config).run()
 
 
 @contextlib.contextmanager
 def running(
-    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 10.0
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    start_timeout_s: float = 10.0,
+    log_level: str = "warning",
 ) -> Iterator[str]:
     """Run ``app`` under uvicorn in a daemon thread (tests, notebooks, embedding).
 
@@ -33,7 +52,8 @@ def running(
     """
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    install_log_masking(*SERVING_LOGGERS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="moa-search-serve", daemon=True)
     thread.start()

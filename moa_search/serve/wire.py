@@ -2,23 +2,30 @@
 
 The request (``POST /v1/chat/completions``), validated by :class:`ChatCompletionRequest`:
 ``model`` a non-empty string; ``messages`` a non-empty list of ``{"role":
-"system"|"user"|"assistant", "content": str | [content parts]}`` (the text parts are joined,
-others ignored); ``stream`` a boolean; ``stream_options`` an object; ``n`` 1. A mixture's own
-sampling parameters apply: ``temperature``, ``max_tokens`` and any other field are ignored.
+"system"|"user"|"assistant", "content": str | [content parts]}`` (the text parts are joined;
+``developer`` is read as ``system``); ``stream`` a boolean; ``stream_options`` an object; ``n``
+1. A mixture's own sampling parameters apply: ``temperature``, ``max_tokens`` and other
+sampling fields are ignored. What a mixture cannot honour — tools, structured output,
+log-probabilities, image or audio parts, a tool-call history — the server refuses before this
+model reads the body (:mod:`moa_search.serve.protocol`).
 
 ``stream: false`` answers one ``chat.completion`` (:func:`completion`) whose ``usage`` sums
 every call of the mixture (``prompt_tokens`` the sum of ``tokens_in`` over the trace,
 ``completion_tokens`` of ``tokens_out``; cache hits included, failed calls count 0).
 ``stream: true`` answers Server-Sent Events (:func:`sse_event`): a first
 ``chat.completion.chunk`` (:func:`chunk`) with ``delta.role``, the text deltas, a chunk with
-``finish_reason: "stop"``, a usage chunk with empty ``choices`` (:func:`usage_chunk`) when
+the aggregator's ``finish_reason`` (``"length"`` when it was cut by its ``max_tokens``), a
+usage chunk with empty ``choices`` (:func:`usage_chunk`) when
 ``stream_options.include_usage`` is true, then ``data: [DONE]``.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
 (:func:`error_body`, :class:`WireError`): 400 invalid JSON or a request the model rejects
 (:func:`invalid_request` names the field in ``param``, e.g. ``"messages[0].role"``, and in the
 message), 401 a missing or wrong key, 404 an unknown model or path, 413 a body over the size
-limit, 502 a mixture failing upstream (``code: "upstream_error"``).
+limit, 415 a body not sent as ``application/json``, 421 a ``Host`` that does not name the
+server, 502 a mixture failing upstream (``code: "upstream_error"``). Every 5xx carries
+``x-should-retry: false``: the server has spent its own retries, and an SDK retrying would pay
+for the whole mixture again.
 
 Responses are plain dictionaries typed as :class:`~typing.TypedDict`, keys in OpenAI's order.
 The fake upstream of :mod:`moa_search.testing.fake_openai` emits the same shapes through these
@@ -43,6 +50,7 @@ from pydantic import (
 
 __all__ = [
     "DONE_EVENT",
+    "KEEPALIVE_EVENT",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
@@ -57,6 +65,7 @@ __all__ = [
     "dumps",
     "error_body",
     "invalid_request",
+    "model_card",
     "model_list",
     "sse_event",
     "usage",
@@ -65,6 +74,8 @@ __all__ = [
 
 #: The last event of a complete stream.
 DONE_EVENT = b"data: [DONE]\n\n"
+#: An SSE comment sent while a stream waits for its first token (proxies cut idle streams).
+KEEPALIVE_EVENT = b": keepalive\n\n"
 
 # ------------------------------------------------------------------------------------ request
 
@@ -84,12 +95,17 @@ def _text_of_parts(content: Any) -> Any:
     return "".join(texts)
 
 
+def _developer_as_system(role: Any) -> Any:
+    """OpenAI's ``developer`` role is the newer name of ``system``."""
+    return "system" if role == "developer" else role
+
+
 class ChatMessage(BaseModel):
     """One message of the conversation; other fields a client sends (``name``, …) are ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    role: Literal["system", "user", "assistant"]
+    role: Annotated[Literal["system", "user", "assistant"], BeforeValidator(_developer_as_system)]
     content: Annotated[StrictStr, BeforeValidator(_text_of_parts)] = Field(
         description="a string, or a list of content parts whose text parts are joined"
     )
@@ -115,8 +131,10 @@ def _empty_if_falsy(value: Any) -> Any:
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions`` as a mixture server reads it.
 
-    Fields not declared here — ``temperature``, ``max_tokens``, ``seed``, ``tools`` and the
-    like — are accepted and ignored: a mixture's own sampling parameters apply.
+    Fields not declared here — ``temperature``, ``max_tokens``, ``seed`` and the like — are
+    accepted and ignored: a mixture's own sampling parameters apply. The server refuses the
+    fields a mixture cannot honour (``tools``, ``response_format``, ...) before this model reads
+    the body: :func:`moa_search.serve.protocol.check_supported`.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -292,8 +310,9 @@ def completion(
     content: str,
     usage: Usage,
     system_fingerprint: str | None = None,
+    finish_reason: str = "stop",
 ) -> ChatCompletion:
-    """A ``chat.completion`` with one choice that stopped normally."""
+    """A ``chat.completion`` with one choice that ended for ``finish_reason``."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -305,7 +324,7 @@ def completion(
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": usage,
@@ -357,14 +376,16 @@ def usage_chunk(
     }
 
 
+def model_card(name: str, *, created: int, owned_by: str) -> ModelCard:
+    """The body of ``GET /v1/models/{name}``."""
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
 def model_list(names: Iterable[str], *, created: int, owned_by: str) -> ModelList:
     """The body of ``GET /v1/models``."""
     return {
         "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": owned_by}
-            for name in names
-        ],
+        "data": [model_card(name, created=created, owned_by=owned_by) for name in names],
     }
 
 
