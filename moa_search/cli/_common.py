@@ -1,16 +1,20 @@
-"""What the commands share: flag value types, the pre-flight check of a pool, opening a study,
-formatting.
+"""What the commands share: the parser class and its help layout, flag value types, the
+pre-flight check of a pool, opening a study (and refusing to create one for a command that only
+reads it), colour, formatting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import socket
+import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from moa_search.errors import ConfigError
@@ -20,10 +24,14 @@ if TYPE_CHECKING:
     from moa_search.search.session import SearchSession
 
 __all__ = [
+    "EXIT_CODES",
     "Parser",
+    "color_enabled",
     "default_cache_path",
+    "examples",
     "fmt_duration",
     "json_safe",
+    "missing_study",
     "open_session",
     "pool_source",
     "port_number",
@@ -31,11 +39,35 @@ __all__ = [
     "positive_float",
     "positive_int",
     "preflight",
+    "study_exists",
 ]
 
 
+#: Columns of a command's description in its help.
+_HELP_WIDTH = 92
+
+#: What the exit codes mean, for every command's help (and the README's table).
+EXIT_CODES = """exit codes:
+  0    success
+  1    a run or search failed on the model side, or there is nothing to report: best or
+       analyze on a study with no complete trial, best, analyze or report on a spec never
+       searched (with --json: an object with an "error" key), local status with no pool
+  2    bad input: a file, flag or dataset, reported as one paragraph
+  130  interrupted (Ctrl-C); serve stopped by Ctrl-C or SIGTERM exits 0"""
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one paragraph and exit code 2, like every bad input."""
+    """argparse, but a usage error is one paragraph and exit code 2, like every bad input; the
+    description and epilog (examples, exit codes) keep their line breaks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):  # raw layout: fill each paragraph here, once
+            kwargs["description"] = "\n\n".join(
+                textwrap.fill(" ".join(par.split()), _HELP_WIDTH)
+                for par in kwargs["description"].split("\n\n")
+            )
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help').\n")
@@ -44,6 +76,25 @@ class Parser(argparse.ArgumentParser):
 if TYPE_CHECKING:
     #: What ``add_subparsers`` returns; each command group adds its parsers to it.
     Subparsers = argparse._SubParsersAction[Parser]
+
+
+def examples(*commands: str) -> str:
+    """A command's help epilog: its ``examples:`` (real command lines), then the exit codes."""
+    lines = "\n".join(f"  {c}" for c in commands)
+    return f"examples:\n{lines}\n\n{EXIT_CODES}"
+
+
+def color_enabled(stream: IO[str] | None = None) -> bool:
+    """Whether output to ``stream`` (default: stdout) may use colour: not when ``NO_COLOR`` is
+    set to anything non-empty (https://no-color.org), ``TERM`` is ``dumb``, or the stream is not
+    a terminal."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    out = sys.stdout if stream is None else stream
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
 
 
 def _checked(
@@ -129,8 +180,12 @@ def pool_source(
     return str(default), ""
 
 
-def open_session(args: argparse.Namespace, *, cache: str | None = None) -> SearchSession:
-    """The study of ``args.spec`` in ``args.storage`` (default: beside its results)."""
+def open_session(
+    args: argparse.Namespace, *, cache: str | None = None, read_only: bool = False
+) -> SearchSession:
+    """The study of ``args.spec`` in ``args.storage`` (default: beside its results);
+    ``read_only`` (after :func:`study_exists`) creates no results folder, cache or embeddings
+    file."""
     from moa_search.local import default_pool_path
     from moa_search.search.session import SearchSession
 
@@ -139,7 +194,70 @@ def open_session(args: argparse.Namespace, *, cache: str | None = None) -> Searc
         storage=args.storage,
         cache=cache,
         default_pool_path=default_pool_path(),
+        read_only=read_only,
     )
+
+
+def missing_study(args: argparse.Namespace) -> str | None:
+    """Why ``args.spec``'s study cannot be read because it was never run, else None.
+
+    Checked without creating anything — the storage (``args.storage``, default the SQLite file
+    beside the study's results) must exist and hold a study of the spec's name — so that a
+    command that only reads a study (``best``, ``analyze``, ``report``) leaves no storage, cache
+    or embeddings file behind on a spec that was never searched.
+
+    Raises:
+        ConfigError: the spec is invalid, or the storage cannot be opened (source "storage
+            URL").
+    """
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    from moa_search.config import load_study_spec
+    from moa_search.search.storage import redact_url, results_dir
+
+    spec = load_study_spec(args.spec)
+    hint = f"no study yet: run 'moa-search search {args.spec}' first"
+    url: str | None = args.storage
+    database: str | None = None
+    if url is None:
+        database = str(results_dir(args.spec, spec) / "study.db")
+        url = f"sqlite:///{database}"
+    elif url.startswith("sqlite:"):
+        try:
+            database = make_url(url).database or ""
+        except Exception:  # noqa: BLE001 - a malformed URL is the flag's fault
+            database = None
+        else:
+            database = database if database != ":memory:" else ""
+    if database is not None and not (database and Path(database).is_file()):
+        return f"{hint} (no storage file at {database or url})"
+    try:
+        names = optuna.study.get_all_study_names(storage=url)
+    except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
+        raise ConfigError(
+            "storage URL",
+            "",
+            "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
+            "postgresql+psycopg://user@host/db)",
+            f"{redact_url(url)} ({type(exc).__name__})",
+        ) from None
+    if spec.name not in names:
+        return f"{hint} (the storage holds no study named '{spec.name}')"
+    return None
+
+
+def study_exists(args: argparse.Namespace) -> bool:
+    """Whether ``args.spec``'s study was ever run; if not, say so (on stderr, or as a JSON
+    object with an "error" key under ``--json``), having created nothing."""
+    missing = missing_study(args)
+    if missing is None:
+        return True
+    if getattr(args, "json", False):
+        print(json.dumps({"error": missing}))
+    else:
+        print(f"moa-search: {missing}", file=sys.stderr)
+    return False
 
 
 def fmt_duration(seconds: float) -> str:

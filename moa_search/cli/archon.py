@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moa_search.cli._common import examples
 from moa_search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -17,7 +18,17 @@ __all__ = ["add_archon"]
 
 
 def add_archon(sub: Subparsers) -> None:
-    p = sub.add_parser("archon", help="convert between mixture files and Archon JSON configs")
+    what = "convert between mixture files and Archon JSON configs"
+    p = sub.add_parser(
+        "archon",
+        help=what,
+        description=f"{what[0].upper()}{what[1:]} (generators and fusers; a final top-1 ranker "
+        "maps to 'aggregation: rank').",
+        epilog=examples(
+            "moa-search archon export quickstart-mixture.yaml --out archon.json",
+            "moa-search archon import archon.json --pool pool.yaml --out mixture.yaml",
+        ),
+    )
     p.add_argument(
         "direction",
         choices=["import", "export"],

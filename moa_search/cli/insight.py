@@ -9,7 +9,13 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from moa_search.cli._common import json_safe, open_session, positive_int
+from moa_search.cli._common import (
+    examples,
+    json_safe,
+    open_session,
+    positive_int,
+    study_exists,
+)
 
 if TYPE_CHECKING:
     from moa_search.cli._common import Subparsers
@@ -18,8 +24,15 @@ __all__ = ["add_analysis_commands", "add_report"]
 
 
 def add_analysis_commands(sub: Subparsers) -> None:
+    what = "AlpacaEval leaderboard metrics (and LC win rate) of recorded annotations"
     p = sub.add_parser(
-        "winrate", help="AlpacaEval leaderboard metrics (and LC win rate) of recorded annotations"
+        "winrate",
+        help=what,
+        description=f"{what}, computed as the published leaderboard does.",
+        epilog=examples(
+            "moa-search winrate ../shared/data/alpaca_eval",
+            "moa-search winrate ../shared/data/alpaca_eval --json",
+        ),
     )
     p.add_argument(
         "results",
@@ -39,7 +52,17 @@ def add_analysis_commands(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON keyed by model")
     p.set_defaults(func=_cmd_winrate)
 
-    p = sub.add_parser("analyze", help="which models help in which role; does diversity matter")
+    p = sub.add_parser(
+        "analyze",
+        help="which models help in which role; does diversity matter",
+        description="Which models help as proposers (per layer) and as the aggregator, with "
+        "bootstrap intervals, and whether diversity explains win rate beyond the models used. "
+        "Reads the study only: nothing is evaluated and no file is written.",
+        epilog=examples(
+            "moa-search analyze studies/quickstart.yaml",
+            "moa-search analyze studies/alpacaeval_replay.yaml --json",
+        ),
+    )
     p.add_argument("spec", help="study spec file")
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -51,7 +74,16 @@ def add_analysis_commands(sub: Subparsers) -> None:
 
 
 def add_report(sub: Subparsers) -> None:
-    p = sub.add_parser("report", help="write a study's report: one self-contained HTML file")
+    p = sub.add_parser(
+        "report",
+        help="write a study's report: one self-contained HTML file",
+        description="Write a study's report: one self-contained HTML file. Reads the study "
+        "only: nothing is evaluated, and no file but the report is written.",
+        epilog=examples(
+            "moa-search report studies/quickstart.yaml --out quickstart-report.html",
+            "moa-search report studies/alpacaeval_replay.yaml --out replay.html --n-boot 200",
+        ),
+    )
     p.add_argument("spec", help="study spec file")
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--out", required=True, help="HTML file to write")
@@ -93,10 +125,18 @@ def _cmd_winrate(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from moa_search.analysis import analyze, format_analysis
+    from moa_search.errors import AnalysisError
 
-    session = open_session(args)
+    if not study_exists(args):  # a spec never searched: said so, and nothing created
+        return 1
+    session = open_session(args, read_only=True)
     try:
         result = analyze(session.study(), n_boot=args.n_boot, seed=args.seed)
+    except AnalysisError as exc:  # too few trials: nothing to report, in JSON too
+        if not args.json:
+            raise
+        print(json.dumps({"error": str(exc)}))
+        return 1
     finally:
         session.close()
     if args.json:
@@ -109,7 +149,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from moa_search.report import write_report
 
-    session = open_session(args)
+    if not study_exists(args):  # a spec never searched: said so, and nothing created
+        return 1
+    session = open_session(args, read_only=True)
     try:
         path = write_report(session, args.out, n_boot=args.n_boot, seed=args.seed)
     finally:

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from moa_search.cli._common import examples
+
 if TYPE_CHECKING:
     from moa_search.cli._common import Subparsers
 
@@ -14,7 +16,17 @@ __all__ = ["add_local"]
 
 
 def add_local(sub: Subparsers) -> None:
-    p = sub.add_parser("local", help="start, stop or inspect the offline local model pool")
+    p = sub.add_parser(
+        "local",
+        help="start, stop or inspect the offline local model pool",
+        description="Start, stop or inspect the offline local model pool: one llama.cpp server "
+        "per model, and a pool file where 'run' and 'search' find it.",
+        epilog=examples(
+            "moa-search local up",
+            "moa-search local status --json",
+            "moa-search local down",
+        ),
+    )
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--port", type=int, default=None, help="port for 'up' (default: a free one)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")

@@ -1,8 +1,9 @@
 """The ``moa-search`` command line.
 
-Exit codes: 0 success; 1 a run failed on the model side (quorum lost, aggregator failed);
-2 bad input — a file, flag or dataset — reported as one paragraph, never a traceback;
-130 interrupted.
+Exit codes (also in every command's ``--help`` and the README): 0 success; 1 a run or search
+failed on the model side (quorum lost, aggregator failed) or there is nothing to report (an
+empty or never-run study); 2 bad input — a file, flag or dataset — reported as one paragraph,
+never a traceback; 130 interrupted. Global options (``-v``) go before or after the command.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from moa_search.cli._common import Parser
+from moa_search._version import __version__
+from moa_search.cli._common import EXIT_CODES, Parser
 from moa_search.cli.archon import add_archon
 from moa_search.cli.insight import add_analysis_commands, add_report
 from moa_search.cli.local import add_local
@@ -34,10 +36,38 @@ _FLAG_OF_SOURCE: dict[str, str] = {
 }
 
 
+_DESCRIPTION = """\
+Find the best Mixture-of-Agents (LLM proposers in layers, then an aggregator) for your task
+with an Optuna study; then run it, serve it as an OpenAI-compatible API, or see why it wins."""
+
+_EXAMPLES = """\
+examples:
+  moa-search local up                          # start the offline pool of two small models
+  moa-search search studies/quickstart.yaml    # run (or resume) the study a spec describes
+  moa-search best studies/quickstart.yaml      # its Pareto front; * marks the chosen mixture
+  moa-search export studies/quickstart.yaml --out mixture.yaml && \\
+    moa-search run mixture.yaml "How do I boil an egg?"
+
+'moa-search COMMAND --help' shows a command's options and examples."""
+
+_VERBOSE_HELP = "log more on stderr (before or after the command)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="moa-search", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more on stderr")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser = Parser(
+        prog="moa-search", description=_DESCRIPTION, epilog=f"{_EXAMPLES}\n\n{EXIT_CODES}"
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"moa-search {__version__}",
+        help="print 'moa-search VERSION' and exit",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    sub = parser.add_subparsers(
+        title="commands", dest="command", required=True, parser_class=Parser, metavar="COMMAND"
+    )
     add_run(sub)
     add_local(sub)
     add_study_commands(sub)
@@ -45,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_archon(sub)
     add_analysis_commands(sub)
     add_report(sub)
+    for command in sub.choices.values():  # global options, accepted after the command too
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+        )
     return parser
 
 

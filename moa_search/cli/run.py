@@ -11,7 +11,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from moa_search.cli._common import (
+    color_enabled,
     default_cache_path,
+    examples,
     pool_source,
     port_number,
     positive_bytes,
@@ -27,7 +29,17 @@ __all__ = ["add_run", "add_serve"]
 
 
 def add_run(sub: Subparsers) -> None:
-    p = sub.add_parser("run", help="run a mixture on one prompt, streaming the answer")
+    what = "run a mixture on one prompt, streaming the answer"
+    p = sub.add_parser(
+        "run",
+        help=what,
+        description=f"{what[0].upper()}{what[1:]} to stdout; progress per layer goes to stderr.",
+        epilog=examples(
+            'moa-search run studies/local/mixture.yaml "What is the capital of France?"',
+            'moa-search run studies/local/mixture.yaml --json "What is the capital of France?"',
+            'echo "How do I boil an egg?" | moa-search run quickstart-mixture.yaml -',
+        ),
+    )
     p.add_argument("mixture", help="mixture file (YAML or JSON)")
     p.add_argument("prompt", help="the prompt; '-' reads it from standard input")
     p.add_argument(
@@ -43,7 +55,18 @@ def add_run(sub: Subparsers) -> None:
 
 
 def add_serve(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="serve mixtures as an OpenAI-compatible endpoint")
+    what = "serve mixtures as an OpenAI-compatible endpoint"
+    p = sub.add_parser(
+        "serve",
+        help=what,
+        description=f"{what[0].upper()}{what[1:]} (POST /v1/chat/completions, GET /v1/models, "
+        "GET /health). With MOA_SEARCH_API_KEY set, requests need 'Authorization: Bearer KEY'. "
+        "The log is coloured only on a terminal, and never when NO_COLOR is set.",
+        epilog=examples(
+            "MOA_SEARCH_API_KEY=choose-a-key moa-search serve quickstart-mixture.yaml --port 8000",
+            "moa-search serve studies/local/mixture.yaml --cache memory",
+        ),
+    )
     p.add_argument(
         "mixtures",
         nargs="+",
@@ -69,6 +92,14 @@ def add_serve(sub: Subparsers) -> None:
         type=positive_bytes,
         default=1_000_000,
         help="larger request bodies get a 413 (default 1000000)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without a key, a Host header accepted besides the bound address (repeatable; "
+        "e.g. the name clients use for a server bound to 0.0.0.0)",
     )
     p.set_defaults(func=_cmd_serve)
 
@@ -160,7 +191,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             cache=args.cache,
             max_body_bytes=args.max_body_bytes,
+            allowed_hosts=tuple(args.allow_host),
             log_level="debug" if args.verbose else "info",
+            use_colors=color_enabled(),
         )
     except KeyboardInterrupt:  # Ctrl-C is how a server stops; uvicorn has shut down cleanly
         return 0

@@ -10,23 +10,39 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from moa_search.cli._common import (
+    examples,
     fmt_duration,
     open_session,
     pool_source,
     positive_float,
     positive_int,
     preflight,
+    study_exists,
 )
 
 if TYPE_CHECKING:
     from moa_search.cli._common import Subparsers
+    from moa_search.search.records import HoldoutVerdict
     from moa_search.search.session import TrialReport
 
 __all__ = ["add_study_commands"]
 
 
 def add_study_commands(sub: Subparsers) -> None:
-    p = sub.add_parser("search", help="run (or resume) the study a spec describes")
+    p = sub.add_parser(
+        "search",
+        help="run (or resume) the study a spec describes",
+        description="Run the study a spec describes, or resume it: one line per trial on "
+        "stderr, the chosen mixture on stdout. Several processes with the same --storage and "
+        "--cache share one study and one response cache.",
+        epilog=examples(
+            "moa-search search studies/quickstart.yaml",
+            "moa-search search studies/quickstart.yaml --n-trials 10 --timeout 600",
+            "moa-search search studies/quickstart.yaml \\\n"
+            "      --storage postgresql+psycopg://postgres@127.0.0.1:5432/test \\\n"
+            "      --cache redis://127.0.0.1:6379/0",
+        ),
+    )
     p.add_argument("spec", help="study spec file (YAML or JSON)")
     p.add_argument("--n-trials", type=positive_int, help="total trials (overrides the budget)")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite beside the results)")
@@ -34,14 +50,39 @@ def add_study_commands(sub: Subparsers) -> None:
     p.add_argument("--cache", help="response cache location (default: the study's results)")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("export", help="write a trial's mixture, ready for 'moa-search run'")
+    p = sub.add_parser(
+        "export",
+        help="write a trial's mixture, ready for 'moa-search run'",
+        description="Write a trial's mixture with its pool inline and a provenance block "
+        "(study, trial, metrics, judge, dataset hash), ready for 'moa-search run' or 'serve'.",
+        epilog=examples(
+            "moa-search export studies/quickstart.yaml --out quickstart-mixture.yaml",
+            "moa-search export studies/quickstart.yaml --trial 7 --out trial-7.yaml",
+        ),
+    )
     p.add_argument("spec", help="study spec file")
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--trial", default="best", help="'best' (the spec's choice) or a trial number")
     p.add_argument("--out", required=True, help="mixture file to write (YAML or JSON)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("best", help="print the study's Pareto front")
+    p = sub.add_parser(
+        "best",
+        help="print the study's Pareto front and its held-out verdict",
+        description="Print the study's Pareto front, one trial a line; * marks the spec's "
+        "choice; then the held-out verdict: the chosen mixture against the best single model, "
+        "Self-MoA and the layer-wise rule on prompts the search never saw (--json prints the "
+        "verdict alone when the study holds prompts out). Nothing is evaluated and no file is "
+        "written.\n\n"
+        "mixture notation: [a, b*2] is a layer of proposers (b sampled twice); 2x[...] repeats "
+        "a layer;\n[...] -> [...] chains different layers; '-> m' names the aggregator "
+        "('-> rank by m': it ranks\nthe proposals instead of synthesizing); 'm alone' is one "
+        "model with no proposers.",
+        epilog=examples(
+            "moa-search best studies/quickstart.yaml",
+            "moa-search best studies/quickstart.yaml --json",
+        ),
+    )
     p.add_argument("spec", help="study spec file")
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -76,9 +117,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
         preflight(source, prefix, session.pool, session.pool.aliases)
         session.study()  # open the storage now: a bad --storage is bad input
         spec = session.spec
+        held = f" ({len(session.holdout_items)} held out)" if session.holdout_items else ""
         print(
-            f"study '{spec.name}': {len(session.items)} prompts, rungs {list(session.rungs)}, "
-            f"judge {spec.judge.kind}, objectives {', '.join(spec.objective_names)}",
+            f"study '{spec.name}': {len(session.search_items)} prompts{held}, rungs "
+            f"{list(session.rungs)}, judge {spec.judge.kind}, objectives "
+            f"{', '.join(spec.objective_names)}",
             file=sys.stderr,
             flush=True,
         )
@@ -90,12 +133,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
             return 1
         m = final.metrics
         wr = m.win_rate
+        where = f"the {final.n_items} held-out" if final.holdout else f"all {final.n_items}"
         print(
             f"chosen: trial {final.trial} — win rate {wr.mean:.3f} "
-            f"[{wr.ci_low:.3f}, {wr.ci_high:.3f}] on all {final.n_items} prompts, "
+            f"[{wr.ci_low:.3f}, {wr.ci_high:.3f}] on {where} prompts, "
             f"diversity {m.diversity:.3f}, {m.tokens:.0f} tokens/prompt, "
             f"${m.cost_usd:.6f}/prompt",
         )
+        verdict = session.verdict()
+        if verdict is not None:
+            print("\n".join(_verdict_lines(verdict)))
         print(
             f"model calls made: {totals.model_calls:,} of {totals.calls_total:,} that a "
             f"cache-less search would have made; spent ${totals.spent_usd:.4f}, "
@@ -129,7 +176,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_best(args: argparse.Namespace) -> int:
     from moa_search.search.choose import choose_trial, pareto_front
 
-    session = open_session(args)
+    if not study_exists(args):  # a spec never searched: said so, and nothing created
+        return 1
+    session = open_session(args, read_only=True)
     try:
         study = session.study()
         front = pareto_front(study)
@@ -151,8 +200,22 @@ def _cmd_best(args: argparse.Namespace) -> int:
                     "n_items": t.n_items,
                 }
             )
+        verdict = session.verdict() if session.holdout_items else None
+        missing = (
+            f"no held-out verdict yet: run 'moa-search search {args.spec}' (it resumes the study "
+            "and judges the chosen mixture and the baselines on the held-out prompts)"
+        )
         if args.json:
-            print(json.dumps(rows, indent=2))
+            if not rows:  # nothing to report is exit 1 with or without --json
+                print(json.dumps({"error": "no complete trials yet"}))
+                return 1
+            if not session.holdout_items:  # nothing held out: the Pareto front, as always
+                print(json.dumps(rows, indent=2))
+                return 0
+            if verdict is None:
+                print(missing, file=sys.stderr)
+                return 1
+            print(json.dumps(verdict.summary(), indent=2))
             return 0
         if not rows:
             print("no complete trials yet")
@@ -167,6 +230,50 @@ def _cmd_best(args: argparse.Namespace) -> int:
                 f"{r['tokens']:>7.0f} {r['cost_usd']:>10.6f} {r['n_items']:>4}  {r['mixture']}"
             )
         print("* the spec's choice")
+        if verdict is not None:
+            print()
+            print("\n".join(_verdict_lines(verdict)))
+        elif session.holdout_items:
+            print(missing)
         return 0
     finally:
         session.close()
+
+
+def _verdict_lines(v: HoldoutVerdict) -> list[str]:
+    """The held-out verdict as a table, and what it means in words."""
+    lines = [
+        f"held-out verdict: {v.n_holdout} prompts the search never saw ({v.n_search} searched); "
+        "diff = entry minus chosen, paired on the same prompts (normal 95% CI)",
+        f"  {'':<15} {'win rate':>8} {'95% CI':^14}  {'diff':>7} {'95% CI':^16}  "
+        f"{'calls':>5} {'$/prompt':>10}  mixture",
+    ]
+    for name, e in [("chosen", v.chosen), *v.baselines.items()]:
+        wr, d = e.win_rate, e.diff_vs_chosen
+        diff = f"{d.mean:>+7.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d else f"{'-':>7} {'':16}"
+        lines.append(
+            f"  {name:<15} {wr.mean:>8.3f} [{wr.ci_low:.3f}, {wr.ci_high:.3f}]  {diff}  "
+            f"{e.calls_per_prompt:>5} {e.cost_per_prompt:>10.6f}  {e.mixture}"
+        )
+    cheaper = v.cheaper_and_not_worse()
+    if cheaper:
+        b = cheaper[0]
+        assert b.diff_vs_chosen is not None
+        d = b.diff_vs_chosen
+        others = ", ".join(c.name for c in cheaper[1:])
+        lines.append(
+            f"The chosen mixture is NOT significantly better than {b.name} ({b.mixture}), which "
+            f"is cheaper ({_calls(b.calls_per_prompt)}, ${b.cost_per_prompt:.6f} per prompt "
+            f"against {_calls(v.chosen.calls_per_prompt)}, ${v.chosen.cost_per_prompt:.6f}): "
+            f"difference {d.mean:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] on {d.n} held-out "
+            "prompts." + (f" Nor than {others}, also cheaper." if others else "")
+        )
+    elif any(b.cheaper_than(v.chosen) for b in v.baselines.values()):
+        lines.append("The chosen mixture is significantly better than every cheaper baseline.")
+    else:
+        lines.append("No baseline is cheaper than the chosen mixture.")
+    return lines
+
+
+def _calls(n: int) -> str:
+    return f"{n} call" + ("" if n == 1 else "s")

@@ -41,6 +41,8 @@ def spec(url: str, **extra: Any) -> dict[str, Any]:
 
 
 GOOD_DATA = '{"prompt": "p", "reference": "r"}\n'
+#: Enough prompts for the default held-out split, for the cases that get past the dataset.
+TWO_PROMPTS = GOOD_DATA + '{"prompt": "q", "reference": "r"}\n'
 
 # name -> (command, file name, file content (bytes, or a function of the server URL giving a
 #          mapping), dataset bytes, extra flags, words the paragraph must contain)
@@ -128,7 +130,7 @@ CASES: dict[str, Case] = {
         "search",
         "s.yaml",
         spec,
-        GOOD_DATA.encode(),
+        TWO_PROMPTS.encode(),
         ["--storage", "postgresql+psycopg://nobody:pw@127.0.0.1:1/none"],
         ["--storage", "127.0.0.1:1"],
     ),
@@ -136,7 +138,7 @@ CASES: dict[str, Case] = {
         "search",
         "s.yaml",
         spec,
-        GOOD_DATA.encode(),
+        TWO_PROMPTS.encode(),
         ["--cache", "redis://:pw@127.0.0.1:1/0"],
         ["--cache", "127.0.0.1:1"],
     ),
@@ -144,7 +146,7 @@ CASES: dict[str, Case] = {
         "export",
         "s.yaml",
         spec,
-        GOOD_DATA.encode(),
+        TWO_PROMPTS.encode(),
         ["--trial", "first", "--out", "never-written.yaml"],
         ["--trial", "'first'"],
     ),
@@ -157,6 +159,24 @@ CASES: dict[str, Case] = {
         ["judge.kind"],
     ),
     "spec not a mapping": ("search", "s.yaml", b"just text", GOOD_DATA.encode(), [], ["mapping"]),
+    # read-only commands check the study exists before opening anything: bad input stays 2
+    "best on a spec not a mapping": ("best", "s.yaml", b"just text", b"", [], ["mapping"]),
+    "best on a storage that cannot be opened": (
+        "best",
+        "s.yaml",
+        spec,
+        TWO_PROMPTS.encode(),
+        ["--storage", "postgresql+psycopg://nobody:pw@127.0.0.1:1/none"],
+        ["--storage", "127.0.0.1:1"],
+    ),
+    "analyze on a storage that cannot be opened": (
+        "analyze",
+        "s.yaml",
+        spec,
+        TWO_PROMPTS.encode(),
+        ["--storage", "postgresql+psycopg://nobody:pw@127.0.0.1:1/none", "--json"],
+        ["--storage", "127.0.0.1:1"],
+    ),
 }
 
 
