@@ -1,7 +1,9 @@
 """Task datasets: JSONL files of prompts, with optional reference answers and ids.
 
 Each line is a JSON object with ``prompt`` (a non-empty string), optional ``reference`` (a
-string) and optional ``id`` (a string or number; defaults to the line number). Any problem
+string), optional ``id`` (a string or number; defaults to the line number) and optional
+``group`` (a string or number: items of one group — paraphrases of one question, turns of one
+conversation — stay on the same side of a study's held-out split). Any problem
 becomes a one-paragraph :class:`~moa_search.errors.ConfigError` naming the file and the line.
 """
 
@@ -21,11 +23,12 @@ __all__ = ["TaskItem", "dataset_hash", "load_dataset"]
 
 @dataclass(frozen=True)
 class TaskItem:
-    """One prompt of a task, with its reference answer when the dataset has one."""
+    """One prompt of a task, with its reference answer and its group when the dataset has them."""
 
     id: str
     prompt: str
     reference: str | None = None
+    group: str | None = None
 
 
 def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
@@ -75,16 +78,26 @@ def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
         if item_id in seen:
             raise ConfigError(source, f"{where}.id", "ids unique within the dataset", repr(item_id))
         seen.add(item_id)
-        items.append(TaskItem(item_id, prompt, reference))
+        raw_group = record.get("group")
+        if raw_group is not None and (
+            not isinstance(raw_group, str | int) or isinstance(raw_group, bool)
+        ):
+            raise ConfigError(source, f"{where}.group", "a string or an integer (the item's group)")
+        group = str(raw_group) if raw_group is not None else None
+        items.append(TaskItem(item_id, prompt, reference, group))
     if not items:
         raise ConfigError(source, "", "at least one JSONL line with a prompt, but it has none")
     return tuple(items)
 
 
 def dataset_hash(items: Sequence[TaskItem]) -> str:
-    """A stable sha256 of a dataset's content (ids, prompts, references), for provenance."""
+    """A stable sha256 of a dataset's content (ids, prompts, references, and groups where
+    given — a dataset without groups hashes as it always did), for provenance."""
     h = hashlib.sha256()
     for item in items:
-        h.update(json.dumps([item.id, item.prompt, item.reference], ensure_ascii=False).encode())
+        row: list[str | None] = [item.id, item.prompt, item.reference]
+        if item.group is not None:
+            row.append(item.group)
+        h.update(json.dumps(row, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()

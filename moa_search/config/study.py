@@ -136,12 +136,19 @@ class EvaluationSpec(_Frozen):
 
     ``rungs`` are prompt counts (increasing); a trial is evaluated on the first ``rungs[0]``
     prompts, reports, may be pruned, then continues on ``rungs[1]``, and so on. Omitted: one
-    rung with every prompt. The chosen mixture is re-evaluated on the whole dataset.
+    rung with every prompt.
+
+    ``holdout`` is the fraction of the dataset held out of the search (split once, seeded by the
+    spec's ``seed``; items sharing a ``group`` stay together): every search decision sees only
+    the rest, rungs are clipped to its size, and the chosen mixture and the baselines are judged
+    on the held-out prompts (see :mod:`moa_search.search.verdict`). ``0`` holds nothing out: the
+    search sees every prompt and the chosen mixture is re-evaluated on the whole dataset.
     """
 
     rungs: tuple[Annotated[int, Field(ge=1)], ...] | None = None
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     shuffle: bool = True
+    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.3
 
     @field_validator("rungs")
     @classmethod
@@ -177,7 +184,11 @@ class ChooseSpec(_Frozen):
 
 
 class StudySpec(_Frozen):
-    """A whole study: pool, task, baseline, judge, space, objectives, budget, sampler."""
+    """A whole study: pool, task, baseline, judge, space, objectives, budget, sampler.
+
+    ``incumbent`` names the user's current mixture file (relative to the spec): the held-out
+    verdict compares the chosen mixture with it too.
+    """
 
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
@@ -198,6 +209,7 @@ class StudySpec(_Frozen):
     seed: Annotated[int, Field(ge=0)] = 0
     embedding_model: str | None = None
     aggregation_prompt: str | None = None
+    incumbent: str | None = None
 
     @model_validator(mode="after")
     def _objectives(self) -> StudySpec:
@@ -280,6 +292,11 @@ def spec_pool(
 
 def spec_dataset_path(spec: StudySpec, spec_path: str | os.PathLike[str]) -> Path:
     return Path(spec_path).parent / spec.dataset
+
+
+def spec_incumbent_path(spec: StudySpec, spec_path: str | os.PathLike[str]) -> Path | None:
+    """The user's current mixture file (``incumbent``, relative to the spec), if it names one."""
+    return Path(spec_path).parent / spec.incumbent if spec.incumbent else None
 
 
 def describe(spec: StudySpec) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The file carries its pool inline (model aliases, endpoints, prices and the *names* of API-key
 variables — never a key), except for studies on the local pool: its ports change at every start
 and ``moa-search run`` finds it by default. A ``provenance`` block records the study, the trial,
-its metrics with intervals, the judge, the baseline, the dataset's hash and the package version.
+its metrics with intervals, the judge, the baseline, the dataset's hash and the package version,
+and — for the chosen trial of a study with held-out prompts — the held-out verdict against the
+baselines, as ``moa-search best --json`` prints it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from moa_search.config import MixtureConfig, save_mixture
 from moa_search.config.study import describe
-from moa_search.search.records import FinalEvaluation, TrialRecord
+from moa_search.search.records import FinalEvaluation, HoldoutVerdict, TrialRecord
 from moa_search.search.session import SearchSession
 from moa_search.search.space import describe_mixture
 from moa_search.search.storage import redact_url
@@ -42,7 +44,11 @@ def provenance(session: SearchSession, trial: TrialRecord) -> dict[str, Any]:
         "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if final is not None and final.trial == trial.number:
-        out["full_dataset_metrics"] = final.metrics.to_dict()
+        key = "holdout_metrics" if final.holdout else "full_dataset_metrics"
+        out[key] = final.metrics.to_dict()
+    verdict = HoldoutVerdict.load(session.study())
+    if verdict is not None and verdict.trial == trial.number:
+        out["holdout_verdict"] = verdict.summary()
     return out
 
 

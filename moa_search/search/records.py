@@ -1,10 +1,12 @@
-"""The typed records of a study: one per trial, the study's totals, the final evaluation.
+"""The typed records of a study: one per trial, the study's totals, the final evaluation and
+the held-out verdict.
 
 A study in storage keeps what each trial did as Optuna user attributes. This module is the only
 place that writes or reads them: the study driver writes through :class:`TrialWriter`; report,
 analysis, export and the CLI read :class:`TrialRecord` (``TrialRecord.of(frozen_trial)``),
-:class:`StudyTotals` and :class:`FinalEvaluation`. Nothing parses display strings: the mixture's
-roles are in :class:`Composition`, its one-line description is for people only.
+:class:`StudyTotals`, :class:`FinalEvaluation` and :class:`HoldoutVerdict`. Nothing parses
+display strings: the mixture's roles are in :class:`Composition`, its one-line description is
+for people only.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from moa_search.search.space import Composition
 __all__ = [
     "Composition",
     "FinalEvaluation",
+    "HoldoutVerdict",
+    "PairedDifference",
     "StudyTotals",
     "TrialRecord",
     "TrialWriter",
+    "VerdictEntry",
     "evaluation_from_dict",
+    "record_split",
     "record_study",
     "study_dataset_hash",
+    "study_holdout_ids",
 ]
 
 TrialStateName = Literal["complete", "pruned", "fail", "running", "waiting"]
@@ -47,6 +54,8 @@ _SPEND = ("spent_usd", "spent_tokens", "model_calls", "calls_total", "attempts")
 _FINAL = "final"
 _SPEC = "spec"
 _DATASET_HASH = "dataset_hash"
+_VERDICT = "verdict"
+_HOLDOUT_IDS = "holdout_ids"
 
 
 def evaluation_from_dict(d: Mapping[str, Any]) -> Evaluation:
@@ -55,21 +64,25 @@ def evaluation_from_dict(d: Mapping[str, Any]) -> Evaluation:
     data = {k: v for k, v in d.items() if k in names}
     wr = d["win_rate"]
     if isinstance(wr, Mapping):
-        mean = float(wr["mean"])
-        data["win_rate"] = WinRate(
-            mean=mean,
-            stderr=float(wr.get("stderr", 0.0)),
-            ci_low=float(wr.get("ci_low", mean)),
-            ci_high=float(wr.get("ci_high", mean)),
-            n=int(wr.get("n", d.get("n", 0))),
-            confidence=float(wr.get("confidence", 0.95)),
-            method=str(wr.get("method", "normal")),
-        )
+        data["win_rate"] = _win_rate_from(wr, int(d.get("n", 0)))
     else:  # a bare number, as very early studies stored it
         data["win_rate"] = WinRate(float(wr), 0.0, float(wr), float(wr), int(d.get("n", 0)))
     for name in names - data.keys():  # a field a study stored by an older version lacks
         data[name] = 0
     return Evaluation(**data)
+
+
+def _win_rate_from(wr: Mapping[str, Any], n: int = 0) -> WinRate:
+    mean = float(wr["mean"])
+    return WinRate(
+        mean=mean,
+        stderr=float(wr.get("stderr", 0.0)),
+        ci_low=float(wr.get("ci_low", mean)),
+        ci_high=float(wr.get("ci_high", mean)),
+        n=int(wr.get("n", n)),
+        confidence=float(wr.get("confidence", 0.95)),
+        method=str(wr.get("method", "normal")),
+    )
 
 
 @dataclass(frozen=True)
@@ -246,7 +259,9 @@ class StudyTotals:
 
 @dataclass(frozen=True)
 class FinalEvaluation:
-    """The chosen trial re-evaluated on the whole dataset, stored with the study."""
+    """The chosen trial re-evaluated, stored with the study: on the held-out prompts
+    (``holdout``, ``n_items`` of them) when the study holds some out, else on the whole dataset
+    (as every study stored before held-out splits)."""
 
     trial: int
     n_items: int
@@ -255,6 +270,7 @@ class FinalEvaluation:
     calls_total: int = 0
     spent_usd: float = 0.0
     spent_tokens: int = 0
+    holdout: bool = False
 
     @classmethod
     def load(cls, study: optuna.Study) -> FinalEvaluation | None:
@@ -269,6 +285,7 @@ class FinalEvaluation:
             calls_total=int(d.get("calls_total", 0)),
             spent_usd=float(d.get("spent_usd", 0.0)),
             spent_tokens=int(d.get("spent_tokens", 0)),
+            holdout=bool(d.get("holdout", False)),
         )
 
     def store(self, study: optuna.Study) -> None:
@@ -283,6 +300,7 @@ class FinalEvaluation:
             "calls_total": self.calls_total,
             "spent_usd": self.spent_usd,
             "spent_tokens": self.spent_tokens,
+            "holdout": self.holdout,
         }
 
 
@@ -296,3 +314,184 @@ def study_dataset_hash(study: optuna.Study) -> str | None:
     """The sha256 of the dataset the study was run on, as the study driver stored it."""
     h = study.user_attrs.get(_DATASET_HASH)
     return str(h) if h else None
+
+
+def record_split(study: optuna.Study, holdout_ids: Sequence[str]) -> None:
+    """Store the ids of the prompts the study holds out of its search."""
+    study.set_user_attr(_HOLDOUT_IDS, list(holdout_ids))
+
+
+def study_holdout_ids(study: optuna.Study) -> tuple[str, ...] | None:
+    """The held-out ids the study stored (``None`` for a study stored before splits)."""
+    ids = study.user_attrs.get(_HOLDOUT_IDS)
+    return tuple(str(i) for i in ids) if ids is not None else None
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A candidate's win rate minus the chosen mixture's, paired on the same held-out prompts.
+
+    ``mean`` is the mean per-prompt difference of judge preferences (both against the study's
+    baseline) over the ``n`` prompts where both have one; ``[ci_low, ci_high]`` is the normal
+    interval mean ± z·stderr of those paired differences (``method``), in [-1, 1]. A negative
+    interval means the chosen mixture is significantly better.
+    """
+
+    mean: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    n: int
+    confidence: float = 0.95
+    method: str = "paired normal"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PairedDifference:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VerdictEntry:
+    """One mixture judged on the held-out prompts: the chosen one or a baseline (``name``)."""
+
+    name: str
+    mixture: str
+    composition: Composition
+    mixture_key: str
+    win_rate: WinRate
+    diff_vs_chosen: PairedDifference | None
+    calls_per_prompt: int
+    cost_per_prompt: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VerdictEntry:
+        diff = d.get("diff_vs_chosen")
+        return cls(
+            name=str(d["name"]),
+            mixture=str(d["mixture"]),
+            composition=Composition.from_dict(d["composition"]),
+            mixture_key=str(d["mixture_key"]),
+            win_rate=_win_rate_from(d["win_rate"]),
+            diff_vs_chosen=PairedDifference.from_dict(diff) if diff else None,
+            calls_per_prompt=int(d["calls_per_prompt"]),
+            cost_per_prompt=float(d["cost_per_prompt"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mixture": self.mixture,
+            "composition": self.composition.to_dict(),
+            "mixture_key": self.mixture_key,
+            "win_rate": self.win_rate.to_dict(),
+            "diff_vs_chosen": self.diff_vs_chosen.to_dict() if self.diff_vs_chosen else None,
+            "calls_per_prompt": self.calls_per_prompt,
+            "cost_per_prompt": self.cost_per_prompt,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The entry as ``moa-search best --json`` prints it."""
+        wr, diff = self.win_rate, self.diff_vs_chosen
+        return {
+            "mixture": self.mixture,
+            "win_rate": {"mean": wr.mean, "ci_low": wr.ci_low, "ci_high": wr.ci_high},
+            "diff_vs_chosen": (
+                {
+                    "mean": diff.mean,
+                    "ci_low": diff.ci_low,
+                    "ci_high": diff.ci_high,
+                    "n": diff.n,
+                    "method": diff.method,
+                }
+                if diff is not None
+                else None
+            ),
+            "calls_per_prompt": self.calls_per_prompt,
+            "cost_per_prompt": self.cost_per_prompt,
+        }
+
+    def cheaper_than(self, other: VerdictEntry) -> bool:
+        """Cheaper per prompt: fewer dollars, or as many dollars (a free pool) and fewer calls."""
+        if self.cost_per_prompt != other.cost_per_prompt:
+            return self.cost_per_prompt < other.cost_per_prompt
+        return self.calls_per_prompt < other.calls_per_prompt
+
+
+@dataclass(frozen=True)
+class HoldoutVerdict:
+    """The chosen trial and the baselines, judged on the held-out prompts, stored with the study.
+
+    ``baselines`` maps ``best_single``, ``self_moa``, ``layerwise_rule`` (and ``incumbent`` when
+    the spec names one) to their entries. ``solo_win_rates`` are each candidate model's win
+    rates answering alone on the search split (which picked ``best_single``);
+    ``rule_win_rates[i]`` are the win rates as proposers in layer ``i + 1`` the layer-wise rule
+    selected on (see :mod:`moa_search.search.baselines`). The spend is the verdict's own.
+    """
+
+    trial: int
+    n_search: int
+    n_holdout: int
+    chosen: VerdictEntry
+    baselines: Mapping[str, VerdictEntry]
+    solo_win_rates: Mapping[str, float]
+    rule_win_rates: tuple[Mapping[str, float], ...]
+    model_calls: int = 0
+    calls_total: int = 0
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+
+    @classmethod
+    def load(cls, study: optuna.Study) -> HoldoutVerdict | None:
+        d = study.user_attrs.get(_VERDICT)
+        if not d:
+            return None
+        return cls(
+            trial=int(d["trial"]),
+            n_search=int(d["n_search"]),
+            n_holdout=int(d["n_holdout"]),
+            chosen=VerdictEntry.from_dict(d["chosen"]),
+            baselines={k: VerdictEntry.from_dict(v) for k, v in d["baselines"].items()},
+            solo_win_rates={str(k): float(v) for k, v in d["solo_win_rates"].items()},
+            rule_win_rates=tuple(
+                {str(k): float(v) for k, v in layer.items()} for layer in d["rule_win_rates"]
+            ),
+            **{k: d[k] for k in _SPEND[:4] if k in d},
+        )
+
+    def store(self, study: optuna.Study) -> None:
+        study.set_user_attr(_VERDICT, self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "n_search": self.n_search,
+            "n_holdout": self.n_holdout,
+            "chosen": self.chosen.to_dict(),
+            "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+            "solo_win_rates": dict(self.solo_win_rates),
+            "rule_win_rates": [dict(layer) for layer in self.rule_win_rates],
+            **{k: getattr(self, k) for k in _SPEND[:4]},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What ``moa-search best --json`` prints."""
+        return {
+            "split": {"search": self.n_search, "holdout": self.n_holdout},
+            "chosen": self.chosen.summary(),
+            "baselines": {k: v.summary() for k, v in self.baselines.items()},
+        }
+
+    def cheaper_and_not_worse(self) -> list[VerdictEntry]:
+        """Baselines cheaper than the chosen mixture that it does not significantly beat (the
+        paired interval of their difference reaches 0 or above), cheapest first."""
+        found = [
+            b
+            for b in self.baselines.values()
+            if b.cheaper_than(self.chosen)
+            and b.diff_vs_chosen is not None
+            and b.diff_vs_chosen.ci_high >= 0
+        ]
+        return sorted(found, key=lambda b: (b.cost_per_prompt, b.calls_per_prompt))

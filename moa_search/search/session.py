@@ -7,6 +7,10 @@ judge, embedder, storage) and runs trials. Each trial builds its mixture with
 calls through :class:`moa_search.search.records.TrialWriter` — so a study in storage is
 self-describing and resumes where it stopped. Where the study is stored:
 :mod:`moa_search.search.storage`.
+
+The dataset is split once (:mod:`moa_search.search.split`): trials, pruning and the choice see
+only the search split; :meth:`SearchSession.finalize` judges the chosen mixture and the
+baselines on the held-out split (:mod:`moa_search.search.verdict`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,11 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import random
 import socket
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from moa_search.config import MixtureConfig, Pool
-from moa_search.config.dataset import TaskItem, dataset_hash, load_dataset
-from moa_search.config.study import (
-    load_study_spec,
-    spec_dataset_path,
-    spec_pool,
-)
+from moa_search.config.dataset import TaskItem
+from moa_search.config.study import load_study_spec, spec_pool
 from moa_search.errors import ConfigError, MoaSearchError
 from moa_search.judges import Judge, build_judge
 from moa_search.runtime.cache import Cache, open_cache
@@ -42,8 +40,10 @@ from moa_search.runtime.embeddings import Embedder
 from moa_search.runtime.executor import Executor
 from moa_search.search.choose import choose_trial
 from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome
+from moa_search.search.progress import TrialReport
 from moa_search.search.records import (
     FinalEvaluation,
+    HoldoutVerdict,
     StudyTotals,
     TrialRecord,
     TrialWriter,
@@ -58,6 +58,7 @@ from moa_search.search.space import (
     mixture_key,
     suggest_mixture,
 )
+from moa_search.search.split import keep_split, load_incumbent, study_prompts
 from moa_search.search.storage import (
     make_sampler,
     open_study,
@@ -79,26 +80,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-@dataclass(frozen=True)
-class TrialReport:
-    """Progress after each trial, for a progress display."""
-
-    number: int
-    state: str
-    values: dict[str, float] | None
-    win_rate: float | None
-    n_items: int
-    best_number: int | None
-    best_win_rate: float | None
-    done: int
-    target: int
-    spent_usd: float
-    spent_tokens: int
-    model_calls: int
-    calls_total: int
-    elapsed_s: float
-
-
 class SearchSession:
     """Everything one study needs, opened from its spec file.
 
@@ -108,6 +89,8 @@ class SearchSession:
         cache: a response cache location for :func:`moa_search.runtime.cache.open_cache`
             (default: the cache file in the study's results folder).
         default_pool_path: where the local pool file is, for specs naming no pool.
+        read_only: for reading a study that exists (``best``, ``analyze``, ``report``): no
+            results folder, response cache or embeddings file is created.
     """
 
     def __init__(
@@ -117,36 +100,28 @@ class SearchSession:
         storage: str | None = None,
         cache: str | None = None,
         default_pool_path: Path | None = None,
+        read_only: bool = False,
     ) -> None:
         self.spec_path = Path(spec_path)
         self.spec = load_study_spec(spec_path)
         self.pool: Pool = spec_pool(self.spec, spec_path, default_pool_path)
-        items = _load_items(spec_dataset_path(self.spec, spec_path), self.spec.dataset_limit)
-        self.dataset_hash = dataset_hash(items)
-        if self.spec.judge.kind in ("reference_embedding", "exact_match") or (
-            self.spec.baseline.kind == "references"
-        ):
-            missing = [i.id for i in items if i.reference is None]
-            if missing:
-                raise ConfigError(
-                    str(spec_dataset_path(self.spec, spec_path)),
-                    f"id {missing[0]}.reference",
-                    f"a reference answer on every line (the {self.spec.judge.kind} judge or "
-                    "the references baseline needs them)",
-                )
-        ordered = list(items)
-        if self.spec.evaluation.shuffle:
-            random.Random(self.spec.seed).shuffle(ordered)
-        self.items: tuple[TaskItem, ...] = tuple(ordered)
+        prompts = study_prompts(self.spec, spec_path)
+        self.dataset_hash = prompts.dataset_hash
+        self.items: tuple[TaskItem, ...] = prompts.items
+        #: What every search decision sees, and the prompts kept for the verdict.
+        self.search_items, self.holdout_items = prompts.search, prompts.holdout
+        self.incumbent = load_incumbent(self.spec, spec_path, self.pool)
         self.rungs = self._rungs()
         self.results = results_dir(spec_path, self.spec)
-        self.results.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.results.mkdir(parents=True, exist_ok=True)
         self.storage_url = storage or f"sqlite:///{self.results / 'study.db'}"
         cache_location = cache if cache is not None else str(self.results / "cache.sqlite")
-        self.cache: Cache | None = open_cache(cache_location)
+        self.cache: Cache | None = None if read_only else open_cache(cache_location)
         self.executor = Executor(self.pool, cache=self.cache, seed=self.spec.seed)
         self.embedder = Embedder(
-            self.spec.embedding_model, cache_path=self.results / "embeddings.sqlite"
+            self.spec.embedding_model,
+            cache_path=None if read_only else self.results / "embeddings.sqlite",
         )
         self.judge = self._judge()
         self.evaluator = Evaluator(
@@ -163,7 +138,7 @@ class SearchSession:
     # ------------------------------------------------------------------ set-up
 
     def _rungs(self) -> tuple[int, ...]:
-        n = len(self.items)
+        n = len(self.search_items)
         rungs = self.spec.evaluation.rungs or (n,)
         clipped = tuple(sorted({min(r, n) for r in rungs}))
         return clipped
@@ -206,6 +181,9 @@ class SearchSession:
             record_study(
                 study, self.spec.model_dump(mode="json", exclude={"pool"}), self.dataset_hash
             )
+            if not keep_split(study, self.holdout_items, str(self.spec_path)):
+                self.search_items, self.holdout_items = self.items, ()
+                self.rungs = self._rungs()
             self._study = study
         return self._study
 
@@ -259,7 +237,11 @@ class SearchSession:
             ) from None
 
     def evaluate(self, mixture: MixtureConfig, items: Sequence[TaskItem]) -> Evaluation:
-        return self.evaluator.summarize(self._run(self.evaluator.aoutcomes(mixture, items)))
+        return self.evaluator.summarize(self.outcomes(mixture, items))
+
+    def outcomes(self, mixture: MixtureConfig, items: Sequence[TaskItem]) -> list[ItemOutcome]:
+        """Per-item outcomes of ``mixture`` on ``items`` (from synchronous code)."""
+        return list(self._run(self.evaluator.aoutcomes(mixture, items)))
 
     def _values(self, ev: Evaluation) -> list[float]:
         if self.spec.weights is not None:
@@ -320,7 +302,7 @@ class SearchSession:
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):
-            new = self.items[len(outcomes) : n]
+            new = self.search_items[len(outcomes) : n]
             outcomes.extend(self._run(self.evaluator.aoutcomes(mixture, new)))
             ev = self.evaluator.summarize(outcomes)
             writer.evaluation(ev)
@@ -422,13 +404,29 @@ class SearchSession:
         )
 
     def finalize(self) -> FinalEvaluation | None:
-        """Re-evaluate the chosen trial on the whole dataset; store and return the result."""
+        """Judge the chosen trial; store and return its final evaluation.
+
+        With held-out prompts, the chosen mixture and the baselines are judged on them and the
+        :class:`HoldoutVerdict` is stored too (read it with :meth:`verdict`); the returned
+        evaluation is the chosen mixture's on the held-out prompts. With none held out
+        (``evaluation.holdout: 0``) the chosen trial is re-evaluated on the whole dataset.
+        """
         study = self.study()
         chosen = choose_trial(study, self.spec)
         if chosen is None:
             return None
         stored = FinalEvaluation.load(study)
-        if stored is not None and stored.trial == chosen.number:
+        if self.holdout_items:
+            verdict = HoldoutVerdict.load(study)
+            if stored is not None and verdict is not None and verdict.trial == chosen.number:
+                return stored
+            from moa_search.search.verdict import holdout_verdict
+
+            final, verdict = holdout_verdict(self, chosen)
+            verdict.store(study)
+            final.store(study)
+            return final
+        if stored is not None and stored.trial == chosen.number and not stored.holdout:
             return stored
         if chosen.n_items >= len(self.items) and chosen.metrics is not None:
             final = FinalEvaluation(chosen.number, len(self.items), chosen.metrics)
@@ -445,6 +443,15 @@ class SearchSession:
             )
         final.store(study)
         return final
+
+    def verdict(self) -> HoldoutVerdict | None:
+        """The stored held-out verdict of the currently chosen trial, if finalized."""
+        study = self.study()
+        verdict = HoldoutVerdict.load(study)
+        chosen = choose_trial(study, self.spec)
+        if verdict is None or chosen is None or verdict.trial != chosen.number:
+            return None
+        return verdict
 
     def trial(self, which: str | int) -> TrialRecord:
         """``best`` (the chosen trial) or a trial number, as a complete trial."""
@@ -470,16 +477,3 @@ class SearchSession:
                 str(number),
             )
         return trials[number]
-
-
-def _load_items(path: Path, limit: int | None) -> tuple[TaskItem, ...]:
-    """A JSONL dataset, or an AlpacaEval ``model_outputs.json`` (instruction as the prompt,
-    the recorded output as the reference), the first ``limit`` items."""
-    if path.suffix.lower() == ".json":
-        from moa_search.config.recorded import load_model_outputs
-
-        outputs = load_model_outputs(path)
-        items = tuple(TaskItem(str(i), o.instruction, o.output) for i, o in enumerate(outputs))
-    else:
-        items = load_dataset(path)
-    return items[:limit] if limit is not None else items

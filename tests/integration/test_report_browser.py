@@ -54,7 +54,7 @@ def _write_spec(tmp_path: Path, server: FakeOpenAIServer) -> Path:
         name="planted-report",
         baseline={"kind": "model", "model": "weak", "max_tokens": 32},
         objectives=["win_rate", "diversity", "cost_usd"],
-        evaluation={"rungs": [4, 12], "concurrency": 4},
+        evaluation={"rungs": [4, 12], "concurrency": 4, "holdout": 0},
         budget={"n_trials": 8},
         seed=3,
     )

@@ -40,6 +40,10 @@ def server() -> Iterator[FakeOpenAIServer]:
 def write_spec(
     tmp_path: Path, server: FakeOpenAIServer, n_items: int = 12, **overrides: Any
 ) -> Path:
+    """The planted study; with nothing held out (the search sees every prompt, as before
+    held-out splits) unless ``evaluation`` says ``holdout``."""
+    evaluation = overrides.pop("evaluation", {"rungs": [4, 12], "concurrency": 4})
+    overrides["evaluation"] = {"holdout": 0, **evaluation}
     return write_planted_study(
         tmp_path,
         server.base_url,
@@ -52,7 +56,6 @@ def write_spec(
         **{
             "baseline": {"kind": "model", "model": "weak", "max_tokens": 32},
             "objectives": ["win_rate", "diversity", "cost_usd"],
-            "evaluation": {"rungs": [4, 12], "concurrency": 4},
             "seed": 3,
             **overrides,
         },
