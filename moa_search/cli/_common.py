@@ -214,7 +214,7 @@ def missing_study(args: argparse.Namespace) -> str | None:
     from sqlalchemy.engine import make_url
 
     from moa_search.config import load_study_spec
-    from moa_search.search.storage import redact_url, results_dir
+    from moa_search.search.storage import results_dir, storage_error
 
     spec = load_study_spec(args.spec)
     hint = f"no study yet: run 'moa-search search {args.spec}' first"
@@ -235,13 +235,7 @@ def missing_study(args: argparse.Namespace) -> str | None:
     try:
         names = optuna.study.get_all_study_names(storage=url)
     except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
-        raise ConfigError(
-            "storage URL",
-            "",
-            "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
-            "postgresql+psycopg://user@host/db)",
-            f"{redact_url(url)} ({type(exc).__name__})",
-        ) from None
+        raise storage_error(url, exc) from None
     if spec.name not in names:
         return f"{hint} (the storage holds no study named '{spec.name}')"
     return None

@@ -20,7 +20,15 @@ from moa_search.errors import ConfigError
 
 Direction = Literal["minimize", "maximize"]
 
-__all__ = ["GRACE_S", "HEARTBEAT_S", "make_sampler", "open_study", "redact_url", "results_dir"]
+__all__ = [
+    "GRACE_S",
+    "HEARTBEAT_S",
+    "make_sampler",
+    "open_study",
+    "redact_url",
+    "results_dir",
+    "storage_error",
+]
 
 #: A running trial's heartbeat (seconds); one silent for GRACE_S (a killed worker's) is failed
 #: by the next worker or session, and its unfinished work is all that is lost.
@@ -112,10 +120,15 @@ def open_study(
             "storage URL", "", "a study whose objectives match the spec", str(exc)
         ) from None
     except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
-        raise ConfigError(
-            "storage URL",
-            "",
-            "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
-            "postgresql+psycopg://user@host/db)",
-            f"{redact_url(url)} ({type(exc).__name__})",
-        ) from None
+        raise storage_error(url, exc) from None
+
+
+def storage_error(url: str, exc: BaseException) -> ConfigError:
+    """The error for a storage that cannot be opened: the URL without its password."""
+    return ConfigError(
+        "storage URL",
+        "",
+        "an Optuna storage URL that can be opened (e.g. sqlite:///study.db or "
+        "postgresql+psycopg://user@host/db)",
+        f"{redact_url(url)} ({type(exc).__name__})",
+    )
