@@ -51,7 +51,7 @@ def write_spec(
         name=f"bench-{sampler}-{seed}",
         space={"min_layers": 1, "max_layers": 1, "max_samples": 3, "max_proposers": 3},
         objectives=["win_rate"],
-        evaluation={"rungs": rungs, "concurrency": 8, "shuffle": True},
+        evaluation={"rungs": rungs, "concurrency": 8, "shuffle": True, "holdout": 0},
         budget={"n_trials": trials},
         sampler=sampler,
         pruner="median" if len(rungs) > 1 else "none",
