@@ -241,6 +241,8 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _verdict_lines(v: HoldoutVerdict) -> list[str]:
+    from moa_search.search.verdict import conclusion
+
     """The held-out verdict as a table, and what it means in words."""
     lines = [
         f"held-out verdict: {v.n_holdout} prompts the search never saw ({v.n_search} searched); "
@@ -255,25 +257,5 @@ def _verdict_lines(v: HoldoutVerdict) -> list[str]:
             f"  {name:<15} {wr.mean:>8.3f} [{wr.ci_low:.3f}, {wr.ci_high:.3f}]  {diff}  "
             f"{e.calls_per_prompt:>5} {e.cost_per_prompt:>10.6f}  {e.mixture}"
         )
-    cheaper = v.cheaper_and_not_worse()
-    if cheaper:
-        b = cheaper[0]
-        assert b.diff_vs_chosen is not None
-        d = b.diff_vs_chosen
-        others = ", ".join(c.name for c in cheaper[1:])
-        lines.append(
-            f"The chosen mixture is NOT significantly better than {b.name} ({b.mixture}), which "
-            f"is cheaper ({_calls(b.calls_per_prompt)}, ${b.cost_per_prompt:.6f} per prompt "
-            f"against {_calls(v.chosen.calls_per_prompt)}, ${v.chosen.cost_per_prompt:.6f}): "
-            f"difference {d.mean:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] on {d.n} held-out "
-            "prompts." + (f" Nor than {others}, also cheaper." if others else "")
-        )
-    elif any(b.cheaper_than(v.chosen) for b in v.baselines.values()):
-        lines.append("The chosen mixture is significantly better than every cheaper baseline.")
-    else:
-        lines.append("No baseline is cheaper than the chosen mixture.")
+    lines.append(conclusion(v))
     return lines
-
-
-def _calls(n: int) -> str:
-    return f"{n} call" + ("" if n == 1 else "s")

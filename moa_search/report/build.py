@@ -15,7 +15,9 @@ The view holds:
 - parameter importances (Optuna's fANOVA, seeded, on win rate) — or a note;
 - the trials of the optimization history;
 - the chosen mixture as YAML (or the trial's params) with its full-dataset metrics;
-- the calls summary: model calls made against those a cache-less search would have made.
+- the calls summary: model calls made against those a cache-less search would have made;
+- the held-out verdict (:class:`~moa_search.search.records.HoldoutVerdict`): the chosen mixture
+  and the baselines on the held-out prompts, and what that means in words — or ``None``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,18 @@ import yaml
 from moa_search._version import __version__
 from moa_search.analysis import AnalysisResult
 from moa_search.config.study import OBJECTIVES, StudySpec
+from moa_search.judges import WinRate
 from moa_search.search.choose import choose_trial, pareto_front
 from moa_search.search.records import (
     FinalEvaluation,
+    HoldoutVerdict,
+    PairedDifference,
     StudyTotals,
     TrialRecord,
     study_dataset_hash,
 )
 from moa_search.search.storage import redact_url
+from moa_search.search.verdict import conclusion
 
 __all__ = [
     "IMPORTANCE_EVALUATOR",
@@ -51,6 +57,8 @@ __all__ = [
     "RoleRow",
     "RolesView",
     "Summary",
+    "VerdictRow",
+    "VerdictView",
     "build_view",
     "importance_evaluator",
     "win_rate_target",
@@ -206,13 +214,62 @@ class CallsView:
 
 
 @dataclass(frozen=True)
+class VerdictRow:
+    """One mixture judged on the held-out prompts: ``name`` is ``chosen`` or a baseline's;
+    ``diff`` is its paired difference from the chosen mixture (``None`` for the chosen one)."""
+
+    name: str
+    mixture: str
+    win_rate: WinRate
+    diff: PairedDifference | None
+    calls_per_prompt: int
+    cost_per_prompt: float
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """The held-out verdict as the report shows it: the chosen mixture's row first, then the
+    baselines' (best single model, Self-MoA, layer-wise rule, incumbent), and the conclusion."""
+
+    n_search: int
+    n_holdout: int
+    rows: tuple[VerdictRow, ...]
+    conclusion: str
+
+
+#: The order of the verdict table's baselines; any other baseline follows them.
+VERDICT_ORDER = ("best_single", "self_moa", "layerwise_rule", "incumbent")
+
+
+def _verdict_view(v: HoldoutVerdict | None) -> VerdictView | None:
+    if v is None:
+        return None
+    names = [n for n in VERDICT_ORDER if n in v.baselines]
+    names += [n for n in v.baselines if n not in VERDICT_ORDER]
+    entries = [("chosen", v.chosen), *((n, v.baselines[n]) for n in names)]
+    rows = tuple(
+        VerdictRow(
+            name=name,
+            mixture=e.mixture,
+            win_rate=e.win_rate,
+            diff=e.diff_vs_chosen,
+            calls_per_prompt=e.calls_per_prompt,
+            cost_per_prompt=e.cost_per_prompt,
+        )
+        for name, e in entries
+    )
+    return VerdictView(v.n_search, v.n_holdout, rows, conclusion(v))
+
+
+@dataclass(frozen=True)
 class ReportView:
     """Everything a study's report shows (see the module docstring).
 
     ``n_trials`` counts every trial in storage; ``complete`` holds the complete trials with a
     win rate, ``front`` those of the study's Pareto front, ``chosen`` the spec's choice on the
     front; ``history`` the complete and pruned trials with a win rate (``has_history``: some
-    trial has one). Without an analysis ``roles`` is ``None`` and ``analysis_note`` may say why.
+    trial has one). Without an analysis ``roles`` is ``None`` and ``analysis_note`` may say why;
+    without a held-out verdict ``verdict`` is ``None``.
     """
 
     title: str
@@ -231,6 +288,7 @@ class ReportView:
     calls: CallsView
     roles: RolesView | None = None
     analysis_note: str | None = None
+    verdict: VerdictView | None = None
 
     @property
     def analysis(self) -> AnalysisResult | None:
@@ -363,4 +421,5 @@ def build_view(
         calls=CallsView(StudyTotals.of(records), final),
         roles=RolesView.of(analysis) if analysis is not None else None,
         analysis_note=analysis_note,
+        verdict=_verdict_view(HoldoutVerdict.load(study)),
     )

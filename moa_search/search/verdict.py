@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from moa_search.config.dataset import TaskItem
     from moa_search.search.session import SearchSession
 
-__all__ = ["holdout_verdict", "paired_difference", "preferences"]
+__all__ = ["conclusion", "holdout_verdict", "paired_difference", "preferences"]
 
 
 def preferences(outcomes: Sequence[ItemOutcome]) -> dict[str, float]:
@@ -154,3 +154,28 @@ def holdout_verdict(
         spent_tokens=sum(o.spent_tokens for o in spent),
     )
     return final, verdict
+
+
+def conclusion(v: HoldoutVerdict) -> str:
+    """What ``v`` means in words, as ``moa-search best`` says it: whether the chosen mixture is
+    significantly better than the baselines cheaper than it (naming the cheapest that it is not)."""
+    cheaper = v.cheaper_and_not_worse()
+    if cheaper:
+        b = cheaper[0]
+        d = b.diff_vs_chosen
+        assert d is not None
+        others = ", ".join(c.name for c in cheaper[1:])
+        return (
+            f"The chosen mixture is NOT significantly better than {b.name} ({b.mixture}), which "
+            f"is cheaper ({_calls(b.calls_per_prompt)}, ${b.cost_per_prompt:.6f} per prompt "
+            f"against {_calls(v.chosen.calls_per_prompt)}, ${v.chosen.cost_per_prompt:.6f}): "
+            f"difference {d.mean:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] on {d.n} held-out "
+            "prompts." + (f" Nor than {others}, also cheaper." if others else "")
+        )
+    if any(b.cheaper_than(v.chosen) for b in v.baselines.values()):
+        return "The chosen mixture is significantly better than every cheaper baseline."
+    return "No baseline is cheaper than the chosen mixture."
+
+
+def _calls(n: int) -> str:
+    return f"{n} call" + ("" if n == 1 else "s")
