@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from moa_search._version import __version__
+from moa_search._version import package_version
 from moa_search.config import (
     AgentSpec,
     MixtureConfig,
@@ -34,7 +34,6 @@ from moa_search.errors import (
     QuorumError,
 )
 from moa_search.interop.archon import export_archon, import_archon
-from moa_search.judges import Judge, Verdict
 from moa_search.runtime.cache import (
     Cache,
     CachedAnswer,
@@ -48,6 +47,7 @@ from moa_search.runtime.mixture import Mixture
 from moa_search.runtime.trace import CallRecord, Trace
 
 if TYPE_CHECKING:
+    from moa_search.judges import Judge, Verdict
     from moa_search.search.session import SearchSession
 
 __all__ = [
@@ -92,9 +92,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """:class:`SearchSession` on first use: it brings in Optuna and the search layer."""
+    """:class:`SearchSession`, :class:`Judge` and :class:`Verdict` on first use: they bring in
+    Optuna, the search layer, and every judge with numpy."""
     if name == "SearchSession":
         from moa_search.search.session import SearchSession
 
         return SearchSession
+    if name == "__version__":
+        return package_version()
+    if name in ("Judge", "Verdict"):
+        from moa_search import judges
+
+        return getattr(judges, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_CODES",
     "Parser",
+    "add_study_arguments",
     "color_enabled",
     "default_cache_path",
     "examples",
@@ -126,6 +127,12 @@ positive_int = _checked(
 positive_float = _checked(
     float, "a number of seconds", lambda v: 0 < v <= 30 * 86400, "seconds in (0, 2592000]"
 )
+
+
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments every command reading a stored study takes: the spec and its storage."""
+    p.add_argument("spec", help="study spec file")
+    p.add_argument("--storage", help="Optuna storage URL")
 
 
 def default_cache_path() -> Path:

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from moa_search.cli._common import (
+    add_study_arguments,
     examples,
     json_safe,
     open_session,
@@ -63,8 +64,7 @@ def add_analysis_commands(sub: Subparsers) -> None:
             "moa-search analyze studies/alpacaeval_replay.yaml --json",
         ),
     )
-    p.add_argument("spec", help="study spec file")
-    p.add_argument("--storage", help="Optuna storage URL")
+    add_study_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
@@ -84,8 +84,7 @@ def add_report(sub: Subparsers) -> None:
             "moa-search report studies/alpacaeval_replay.yaml --out replay.html --n-boot 200",
         ),
     )
-    p.add_argument("spec", help="study spec file")
-    p.add_argument("--storage", help="Optuna storage URL")
+    add_study_arguments(p)
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument(
         "--n-boot",

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from moa_search._version import __version__
+from moa_search._version import package_version
 from moa_search.cli._common import EXIT_CODES, Parser
 from moa_search.cli.archon import add_archon
 from moa_search.cli.insight import add_analysis_commands, add_report
@@ -53,6 +53,20 @@ examples:
 _VERBOSE_HELP = "log more on stderr (before or after the command)"
 
 
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when asked (it costs about 0.1 s)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"moa-search {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="moa-search", description=_DESCRIPTION, epilog=f"{_EXAMPLES}\n\n{EXIT_CODES}"
@@ -60,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-V",
         "--version",
-        action="version",
-        version=f"moa-search {__version__}",
+        action=_Version,
+        nargs=0,
         help="print 'moa-search VERSION' and exit",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)

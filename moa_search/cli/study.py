@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from moa_search.cli._common import (
+    add_study_arguments,
     examples,
     fmt_duration,
     open_session,
@@ -60,8 +61,7 @@ def add_study_commands(sub: Subparsers) -> None:
             "moa-search export studies/quickstart.yaml --trial 7 --out trial-7.yaml",
         ),
     )
-    p.add_argument("spec", help="study spec file")
-    p.add_argument("--storage", help="Optuna storage URL")
+    add_study_arguments(p)
     p.add_argument("--trial", default="best", help="'best' (the spec's choice) or a trial number")
     p.add_argument("--out", required=True, help="mixture file to write (YAML or JSON)")
     p.set_defaults(func=_cmd_export)
@@ -83,8 +83,7 @@ def add_study_commands(sub: Subparsers) -> None:
             "moa-search best studies/quickstart.yaml --json",
         ),
     )
-    p.add_argument("spec", help="study spec file")
-    p.add_argument("--storage", help="Optuna storage URL")
+    add_study_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_best)
 

@@ -31,7 +31,7 @@ from typing import Literal
 import optuna
 import yaml
 
-from moa_search._version import __version__
+from moa_search._version import package_version
 from moa_search.analysis import AnalysisResult
 from moa_search.config.study import OBJECTIVES, StudySpec
 from moa_search.judges import WinRate
@@ -407,7 +407,7 @@ def build_view(
     return ReportView(
         title=f"moa-search report: {study.study_name}",
         generated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        version=__version__,
+        version=package_version(),
         summary=_summary(study, spec, records, storage_url),
         n_trials=len(records),
         complete=complete,

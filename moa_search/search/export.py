@@ -14,6 +14,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+from moa_search._version import package_version
 from moa_search.config import MixtureConfig, save_mixture
 from moa_search.config.study import describe
 from moa_search.search.records import FinalEvaluation, HoldoutVerdict, TrialRecord
@@ -26,8 +27,6 @@ __all__ = ["export_trial", "provenance"]
 
 def provenance(session: SearchSession, trial: TrialRecord) -> dict[str, Any]:
     """Where a mixture came from, with no secrets (the storage URL loses its password)."""
-    from moa_search._version import __version__
-
     final = FinalEvaluation.load(session.study())
     out: dict[str, Any] = {
         **describe(session.spec),
@@ -40,7 +39,7 @@ def provenance(session: SearchSession, trial: TrialRecord) -> dict[str, Any]:
             "sha256": session.dataset_hash,
             "n_items": len(session.items),
         },
-        "package_version": __version__,
+        "package_version": package_version(),
         "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if final is not None and final.trial == trial.number:

@@ -47,6 +47,7 @@ from moa_search.search.records import (
     StudyTotals,
     TrialRecord,
     TrialWriter,
+    evaluated_with_key,
     record_study,
     rung_values,
 )
@@ -292,13 +293,13 @@ class SearchSession:
             key,
             f"{socket.gethostname()}:{os.getpid()}",
         )
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            other = TrialRecord.of(frozen)
-            if other.mixture_key == key and other.duplicate_of is None:
-                # The sampler proposed a mixture already evaluated: it learns the same values
-                # again, no call is made, and the trial does not count towards the budget.
-                writer.repeat_of(other)
-                return list(other.values or ())
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        other = evaluated_with_key(complete, key)
+        if other is not None:
+            # The sampler proposed a mixture already evaluated: it learns the same values
+            # again, no call is made, and the trial does not count towards the budget.
+            writer.repeat_of(other)
+            return list(other.values or ())
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):

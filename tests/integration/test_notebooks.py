@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -38,7 +37,7 @@ def kernel_name() -> str:
     return "python3"
 
 
-def execute(name: str, kernel_name: str) -> tuple[nbformat.NotebookNode, float]:
+def execute(name: str, kernel_name: str) -> nbformat.NotebookNode:
     """Run notebooks/<name> in a fresh kernel (which inherits ``os.environ``); a failing cell
     raises :class:`nbclient.exceptions.CellExecutionError` with its traceback."""
     path = NOTEBOOKS / name
@@ -51,9 +50,8 @@ def execute(name: str, kernel_name: str) -> tuple[nbformat.NotebookNode, float]:
         kernel_name=kernel_name,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    started = time.perf_counter()
-    client.execute()
-    return nb, time.perf_counter() - started
+    client.execute()  # every cell has CELL_TIMEOUT_S: a hang fails, slowness is benchmarks' job
+    return nb
 
 
 def outputs(nb: nbformat.NotebookNode) -> tuple[str, int]:
@@ -72,12 +70,11 @@ def outputs(nb: nbformat.NotebookNode) -> tuple[str, int]:
 
 
 def test_recorded_alpacaeval_notebook(kernel_name: str) -> None:
-    nb, seconds = execute("recorded_alpacaeval.ipynb", kernel_name)
+    nb = execute("recorded_alpacaeval.ipynb", kernel_name)
     text, figures = outputs(nb)
     assert "largest difference from the CSV" in text
     assert "diversity of one layer of all five" in text
     assert figures == 2, text
-    assert seconds < 120, f"took {seconds:.0f} s"
 
 
 @pytest.mark.local
@@ -87,10 +84,9 @@ def test_quickstart_analysis_notebook(
     # Whatever is stored under studies/results, run the short study (as on a fresh clone); the
     # kernel inherits MOA_SEARCH_HOME from the local_pool fixture and finds its pool.
     monkeypatch.setenv("MOA_NOTEBOOK_RUN_STUDY", "1")
-    nb, seconds = execute("quickstart_analysis.ipynb", kernel_name)
+    nb = execute("quickstart_analysis.ipynb", kernel_name)
     text, figures = outputs(nb)
     assert "short run: " in text and "short study done" in text
     assert 'id="role-table"' in text and "quality vs diversity" in text
     assert "wrote " in text and "self-contained" in text
     assert figures >= 4, text
-    assert seconds < 240, f"took {seconds:.0f} s"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import threading
 import time
@@ -371,25 +370,30 @@ class FakeOpenAIServer:
     async def _chat(
         self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        model = _model_of(request.body)
+        try:
+            body = fake_wire.read_chat_body(request.body)
+        except WireError as exc:
+            return await responses.send_json(
+                writer, exc.status, exc.body(), keep_alive=request.keep_alive
+            )
+        model = body["model"]
         with self._lock:
             self._in_flight[model] = self._in_flight.get(model, 0) + 1
             self._peaks[model] = max(self._peaks.get(model, 0), self._in_flight[model])
             self._peaks[""] = max(self._peaks.get("", 0), sum(self._in_flight.values()))
         try:
-            return await self._answer_chat(request, reader, writer)
+            return await self._answer_chat(body, request.keep_alive, reader, writer)
         finally:
             with self._lock:
                 self._in_flight[model] -= 1
 
     async def _answer_chat(
-        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        body: dict[str, Any],
+        keep_alive: bool,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
-        keep_alive = request.keep_alive
-        try:
-            body = fake_wire.read_chat_body(request.body)
-        except WireError as exc:
-            return await responses.send_json(writer, exc.status, exc.body(), keep_alive=keep_alive)
         recorded, behavior, completion_id = self._record(body)
         model, fault = recorded.model, recorded.fault
 
@@ -461,12 +465,3 @@ class FakeOpenAIServer:
             writer.close()
             return False
         return await responses.send_json(writer, 200, completion, keep_alive=keep_alive)
-
-
-def _model_of(body: bytes) -> str:
-    """The ``model`` of a chat request body, for the in-flight counters ("?" if unreadable)."""
-    try:
-        model = json.loads(body).get("model")
-    except (ValueError, AttributeError):
-        return "?"
-    return model if isinstance(model, str) else "?"
