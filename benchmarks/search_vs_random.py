@@ -6,13 +6,15 @@ is the only good aggregator, 'weak' is the baseline. Every mixture in the space 
 samples per model, 1..3 calls, any aggregator: 57 mixtures) is first scored on the whole dataset
 to know the true optimum. Then, for several seeds, it runs
 
-- moa-search's default: TPE with growing minibatches and median pruning, and
-- random search: the random sampler, every trial evaluated on every prompt,
+- ``auto`` (the default): solo trials first, role priors, paired racing on growing minibatches,
+- ``tpe``: TPE with the same minibatches and median pruning (the default before ``auto``), and
+- ``random``: the random sampler, every trial evaluated on every prompt,
 
 and reports how many trials and model calls each needed before its chosen mixture was a true
 optimum, and how often it got there within the budget. Run:
 
-    .venv/bin/python benchmarks/search_vs_random.py [--seeds 5] [--trials 20] [--items 60]
+    .venv/bin/python benchmarks/search_vs_random.py [--seeds 5] [--trials 20] [--items 60] \
+        [--sampler auto,tpe,random]
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ MODELS = ("strong", "mid", "weak")
 
 
 def write_spec(
-    folder: Path, base_url: str, items: int, sampler: str, rungs: list[int], trials: int, seed: int
+    folder: Path,
+    base_url: str,
+    items: int,
+    sampler: str,
+    rungs: list[int],
+    trials: int,
+    seed: int,
+    pruner: str = "auto",
 ) -> Path:
     return write_planted_study(
         folder,
@@ -54,13 +63,13 @@ def write_spec(
         evaluation={"rungs": rungs, "concurrency": 8, "shuffle": True, "holdout": 0},
         budget={"n_trials": trials},
         sampler=sampler,
-        pruner="median" if len(rungs) > 1 else "none",
+        pruner=pruner,
         n_startup_trials=5,
         seed=seed,
     )
 
 
-def all_mixtures() -> list[MixtureConfig]:
+def all_mixtures(seed: int = 0) -> list[MixtureConfig]:
     out = []
     for counts in itertools.product(range(4), repeat=3):
         if not 1 <= sum(counts) <= 3:
@@ -75,6 +84,7 @@ def all_mixtures() -> list[MixtureConfig]:
                 MixtureConfig(
                     layers=(layer,),
                     aggregator=AgentSpec(model=agg, temperature=0.3, max_tokens=512),
+                    seed=seed,
                 )
             )
     return out
@@ -85,37 +95,59 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--items", type=int, default=60)
+    parser.add_argument(
+        "--sampler", default="auto,tpe,random", help="comma-separated: auto, tpe, random"
+    )
     args = parser.parse_args()
     with FakeOpenAIServer(WORLD.behaviors()) as server, tempfile.TemporaryDirectory() as tmp:
-        # ground truth: every mixture on every prompt, through a session's own evaluator
-        truth_dir = Path(tmp) / "truth"
-        truth_dir.mkdir()
-        session = SearchSession(
-            write_spec(truth_dir, server.base_url, args.items, "random", [args.items], 1, 0)
-        )
-        truth: dict[str, float] = {}  # mixture key -> true win rate
-        names: dict[str, str] = {}
-        for m in all_mixtures():
-            truth[mixture_key(m)] = session.evaluate(m, session.items).win_rate.mean
-            names[mixture_key(m)] = describe_mixture(m)
-        session.close()
-        best_value = max(truth.values())
-        optima = [names[k] for k, v in truth.items() if v >= best_value - 1e-9]
-        print(f"{len(truth)} mixtures; true optimum win rate {best_value:.3f}: {optima}")
 
-        results: dict[str, list[dict[str, Any]]] = {"tpe+rungs": [], "random": []}
-        rungs_tpe = [max(4, args.items // 4), args.items // 2, args.items]
+        def truth_for(seed: int) -> dict[str, float]:
+            """Every mixture on every prompt, through a session's own evaluator, with the
+            seed's sample seeds (a study's answers depend on its seed)."""
+            truth_dir = Path(tmp) / f"truth-{seed}"
+            truth_dir.mkdir()
+            session = SearchSession(
+                write_spec(
+                    truth_dir, server.base_url, args.items, "random", [args.items], 1, seed, "none"
+                )
+            )
+            truth: dict[str, float] = {}  # mixture key -> true win rate
+            names: dict[str, str] = {}
+            for m in all_mixtures(seed):
+                truth[mixture_key(m)] = session.evaluate(m, session.items).win_rate.mean
+                names[mixture_key(m)] = describe_mixture(m)
+            session.close()
+            top = max(truth.values())
+            optima = [names[k] for k, v in truth.items() if v >= top - 1e-9]
+            print(f"seed {seed}: {len(truth)} mixtures; true optimum {top:.3f}: {optima}")
+            return truth
+
+        rungs = [max(4, args.items // 4), args.items // 2, args.items]
+        arms = {
+            "auto": ("auto", rungs, "auto"),
+            "tpe": ("tpe", rungs, "median"),
+            "random": ("random", [args.items], "none"),
+        }
+        chosen_arms = [a.strip() for a in args.sampler.split(",") if a.strip()]
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen_arms}
         for seed in range(args.seeds):
-            for name, sampler, rungs in (
-                ("tpe+rungs", "tpe", rungs_tpe),
-                ("random", "random", [args.items]),
-            ):
+            truth = truth_for(seed)
+            best_value = max(truth.values())
+            for name in chosen_arms:
+                sampler, arm_rungs, pruner = arms[name]
                 folder = Path(tmp) / f"{name}-{seed}"
                 folder.mkdir()
                 calls_before = server.count()
                 s = SearchSession(
                     write_spec(
-                        folder, server.base_url, args.items, sampler, rungs, args.trials, seed
+                        folder,
+                        server.base_url,
+                        args.items,
+                        sampler,
+                        arm_rungs,
+                        args.trials,
+                        seed,
+                        pruner,
                     ),
                     cache="memory",
                 )

@@ -14,8 +14,11 @@ parsing messages:
   away); a cache that cannot be opened is a :class:`ConfigError` instead.
 - :class:`NotRecordedError` — no recorded verdict or output for what was asked.
 - :class:`InvalidMixture` — a search trial's choices make no valid mixture.
+- :class:`RepeatedMixture` — a search trial proposed a mixture already evaluated.
 - :class:`AnalysisError` — a study cannot be analysed.
 - :class:`LocalServerError` — a local llama server could not be started or stopped.
+- :class:`NoVerdictError` — nothing was judged where the mixture answered: no verdict to give.
+- :class:`BudgetExhausted` — a hard budget (dollars, tokens, time) is spent: no call starts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "CALL_ERROR_KINDS",
     "RETRYABLE_KINDS",
     "AnalysisError",
+    "BudgetExhausted",
     "CacheError",
     "CallErrorKind",
     "ConfigError",
@@ -37,8 +41,10 @@ __all__ = [
     "LocalServerError",
     "MoaSearchError",
     "ModelCallError",
+    "NoVerdictError",
     "NotRecordedError",
     "QuorumError",
+    "RepeatedMixture",
 ]
 
 CallErrorKind = Literal[
@@ -245,13 +251,40 @@ class NotRecordedError(MoaSearchError, ValueError):
 class InvalidMixture(ValueError):  # noqa: N818 - reads better at the call site
     """A search trial's choices do not make a valid mixture (e.g. an empty layer).
 
-    Only a :class:`ValueError`: the study prunes such a trial before any call; it is never
-    reported as an error.
+    Only a :class:`ValueError`: the study records such a trial as failed, with this reason,
+    before any call; it is never reported as an error.
     """
+
+
+class RepeatedMixture(ValueError):  # noqa: N818 - reads better at the call site
+    """A search trial proposed a mixture an earlier trial (``of``) already evaluated.
+
+    Only a :class:`ValueError`, like :class:`InvalidMixture`: the study records such a trial as
+    failed, with this reason, before any call; it is never reported as an error.
+    """
+
+    def __init__(self, of: int) -> None:
+        self.of = of
+        super().__init__(f"repeats trial {of}")
 
 
 class AnalysisError(MoaSearchError):
     """The study cannot be analysed (too few evaluated trials with metrics)."""
+
+
+class NoVerdictError(MoaSearchError):
+    """There is no verdict to give: nothing was judged on a prompt where the mixture answered
+    (the baseline or the judge failed on every prompt, or the mixture failed on all of them).
+
+    Args:
+        subject: what has no verdict, in words (``"study 'quickstart'"``, ``"trial 3"``).
+        reason: why, in words, with what to do about it.
+    """
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"no verdict for {subject}: {reason}")
 
 
 class LocalServerError(MoaSearchError):
@@ -266,3 +299,40 @@ class LocalServerError(MoaSearchError):
         if log_tail:
             text += f"\nLast lines of the server log:\n{log_tail}"
         super().__init__(text)
+
+
+class BudgetExhausted(MoaSearchError):  # noqa: N818 - reads better at the call site
+    """A hard budget is spent: no new model call starts, whatever the phase.
+
+    Args:
+        limit: which limit was reached: ``"max_usd"``, ``"max_tokens"`` or ``"timeout_s"``.
+        cap: the limit's value (dollars, tokens or seconds).
+        spent: what was spent against it (dollars, tokens or seconds), prior spend included.
+        phase: what was running, in words (``"the search"``, ``"the held-out verdict"``).
+        calls_refused: how many calls were refused so far (this one included).
+    """
+
+    def __init__(
+        self, limit: str, cap: float, spent: float, phase: str, calls_refused: int = 1
+    ) -> None:
+        self.limit = limit
+        self.cap = cap
+        self.spent = spent
+        self.phase = phase
+        self.calls_refused = calls_refused
+        #: the run's trace up to the refusal (calls in flight finished and are in it), when a
+        #: mixture's run was stopped; the executor attaches it
+        self.trace: Trace | None = None
+        if limit == "max_usd":
+            amount = f"${spent:.6f} spent of budget.max_usd ${cap:.6f}"
+            todo = "raise budget.max_usd in the spec to go on"
+        elif limit == "max_tokens":
+            amount = f"{int(spent):,} tokens spent of budget.max_tokens {int(cap):,}"
+            todo = "raise budget.max_tokens in the spec to go on"
+        else:
+            amount = f"{spent:.1f} s elapsed of the time limit {cap:.1f} s"
+            todo = "run the command again (the time limit counts from each start)"
+        super().__init__(
+            f"the budget ran out during {phase} ({amount}): no further model call was started, "
+            f"so {phase} is incomplete and no numbers are given for it; {todo}"
+        )

@@ -1,29 +1,60 @@
-"""The analysis as plain text: the role table (win rates in percentage points), then diversity."""
+"""How moa-search writes a win rate — one way everywhere — and the analysis as plain text.
+
+A win rate, and a difference or effect on win rate, is a fraction with three decimals
+(``0.122``; ``+0.035`` for a difference), as ``best`` prints it: :func:`fmt_win_rate` and
+:func:`fmt_interval` are the one formatting of it, used by ``best``, ``search``, ``analyze``,
+``report`` and ``winrate``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+from moa_search.analysis.importance import Importances, importance_vs_roles
 from moa_search.analysis.result import AnalysisResult
+from moa_search.analysis.roles import RoleEffect
 
-__all__ = ["format_analysis"]
+__all__ = [
+    "WIN_RATE_UNIT",
+    "fmt_interval",
+    "fmt_win_rate",
+    "format_analysis",
+    "format_importances",
+]
+
+#: What a printed win rate is, in words (for headers and notes).
+WIN_RATE_UNIT = "win rate as a fraction (0 to 1)"
 
 
-def _pct(v: float | None, signed: bool = False) -> str:
-    if v is None:
-        return "-"
-    return f"{v * 100:+.1f}" if signed else f"{v * 100:.1f}"
+def fmt_win_rate(value: float | None, *, signed: bool = False, missing: str = "-") -> str:
+    """A win rate (``0.122``), or with ``signed`` a difference or effect (``+0.035``); ``None``
+    and non-finite values as ``missing``."""
+    if value is None or not math.isfinite(value):
+        return missing
+    value = round(value, 3) + 0.0  # no "-0.000"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def fmt_interval(
+    low: float | None, high: float | None, *, signed: bool = False, missing: str = "-"
+) -> str:
+    """An interval of win rates (or, ``signed``, of differences) as ``[low, high]``."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return missing
+    return f"[{fmt_win_rate(low, signed=signed)}, {fmt_win_rate(high, signed=signed)}]"
 
 
 def format_analysis(result: AnalysisResult) -> str:
-    """A plain-text report: the role table (win rates in percentage points), then diversity."""
+    """A plain-text report: the role table (win rates and effects as fractions), then
+    diversity."""
     pct = round(result.confidence * 100)
     lines = [
         f"{result.n_trials} evaluated trials (ridge alpha {result.alpha:g}, {result.n_boot} "
-        f"bootstrap resamples, {pct}% intervals; effects in win-rate points)",
+        f"bootstrap resamples, {pct}% intervals; win rates and effects as fractions, 0 to 1)",
         "",
-        f"{'role':<10} {'layer':>5}  {'model':<28} {'effect':>7} {f'{pct}% CI':>16}  "
-        f"{'with':>11} {'without':>11}",
+        f"{'role':<10} {'layer':>5}  {'model':<28} {'effect':>7} {f'{pct}% CI':>17}  "
+        f"{'with':>12} {'without':>12}",
     ]
     for r in result.roles:
         layer = (
@@ -31,11 +62,13 @@ def format_analysis(result: AnalysisResult) -> str:
             if r.layer is None and r.role == "proposer"
             else ("-" if r.layer is None else str(r.layer))
         )
-        ci = f"[{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]" if r.ci_low is not None else "-"
+        ci = fmt_interval(r.ci_low, r.ci_high, signed=True)
         mark = "*" if r.significant else " "
+        effect = fmt_win_rate(r.effect, signed=True)
+        with_, without = fmt_win_rate(r.mean_with), fmt_win_rate(r.mean_without)
         lines.append(
-            f"{r.role:<10} {layer:>5}  {r.model:<28} {_pct(r.effect, True):>7} {ci:>16}{mark} "
-            f"{_pct(r.mean_with):>6} ({r.n_with:>3}) {_pct(r.mean_without):>6} ({r.n_without:>3})"
+            f"{r.role:<10} {layer:>5}  {r.model:<28} {effect:>7} {ci:>17}{mark} "
+            f"{with_:>6} ({r.n_with:>3}) {without:>6} ({r.n_without:>3})"
         )
     lines.append("* interval excludes 0; with/without: raw mean win rate (trials)")
     d = result.diversity
@@ -61,4 +94,20 @@ def format_analysis(result: AnalysisResult) -> str:
             if d.significant
             else "  no evidence that diversity explains win rate beyond the roles",
         ]
+    return "\n".join(lines)
+
+
+def format_importances(imp: Importances, roles: Sequence[RoleEffect] = ()) -> str:
+    """The parameter importances for win rate as text, the method named, and why they disagree
+    with the role analysis when they do."""
+    if not imp.values:
+        return imp.note
+    lines = [
+        f"parameter importances for win rate ({imp.evaluator}, seed {imp.seed}, "
+        f"{imp.n_trials} complete trials; they sum to 1):"
+    ]
+    lines += [f"  {name:<28} {value:.3f}" for name, value in imp.values.items()]
+    why = importance_vs_roles(imp, roles)
+    if why:
+        lines.append(why)
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """What the commands share: the parser class and its help layout, flag value types, the
 pre-flight check of a pool, opening a study (and refusing to create one for a command that only
-reads it), colour, formatting.
+reads it), colour, formatting, and the search's progress display (:class:`SearchDisplay`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -21,11 +22,14 @@ from moa_search.errors import ConfigError
 
 if TYPE_CHECKING:
     from moa_search.config import Pool
+    from moa_search.search.objective import PromptProgress
+    from moa_search.search.progress import TrialReport
     from moa_search.search.session import SearchSession
 
 __all__ = [
     "EXIT_CODES",
     "Parser",
+    "SearchDisplay",
     "add_study_arguments",
     "color_enabled",
     "default_cache_path",
@@ -41,6 +45,7 @@ __all__ = [
     "positive_int",
     "preflight",
     "study_exists",
+    "trial_line",
 ]
 
 
@@ -262,6 +267,8 @@ def study_exists(args: argparse.Namespace) -> bool:
 
 
 def fmt_duration(seconds: float) -> str:
+    """``42s``, ``3m05s`` (see :func:`moa_search.search.progress.fmt_duration`, which this
+    leaves out of the command line's start-up imports)."""
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
@@ -275,3 +282,117 @@ def json_safe(value: object) -> object:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def trial_line(r: TrialReport, eta_s: float | None) -> str:
+    """One line per finished trial: its state and win rate (or why it has none), the best so
+    far, the trials counted against the target, the spend against the budget, the calls the
+    cache saved, the time so far and the time left."""
+    from moa_search.analysis.format import fmt_win_rate
+    from moa_search.search.progress import fmt_duration, spend_text
+
+    if r.state in ("complete", "pruned") and r.win_rate is not None:
+        what = f"win {fmt_win_rate(r.win_rate)} on {r.n_items}"
+    else:
+        what = "-"
+    best = (
+        f"best #{r.best_number} {fmt_win_rate(r.best_win_rate)}"
+        if r.best_number is not None and r.best_win_rate is not None
+        else "best -"
+    )
+    saved = 1 - r.model_calls / r.calls_total if r.calls_total else 0.0
+    eta = "ETA -" if eta_s is None else f"ETA {fmt_duration(eta_s)}"
+    line = (
+        f"[trial {r.number:>3} {r.state:<8}] {what:<16} | {best} | "
+        f"{r.done}/{r.target} trials | spent "
+        f"{spend_text(r.spent_usd, r.spent_tokens, r.max_usd, r.max_tokens)} | "
+        f"calls {r.model_calls:,} of {r.calls_total:,} ({saved:.0%} cached) | "
+        f"{fmt_duration(r.elapsed_s)}, {eta}"
+    )
+    if r.reason:
+        line += f"\n    {r.state}: {r.reason}"
+    return line
+
+
+class SearchDisplay:
+    """Search progress on stderr. On a terminal (with colour allowed): a tqdm bar of the counted
+    trials with its ETA, the best so far and the spend against the budget, and a second bar for
+    the running trial (prompts done / its rung); each finished trial is a line above them.
+    Elsewhere (pipes, CI, ``NO_COLOR``, ``TERM=dumb``): plain lines only — one per finished
+    trial (with its ETA and spend) and one per rung a trial completes."""
+
+    def __init__(self, target: int, done: int, timeout_s: float | None) -> None:
+        self.target, self.start_done, self.timeout_s = target, done, timeout_s
+        self.start = time.perf_counter()
+        self.fancy = color_enabled(sys.stderr)
+        self.bar: Any = None
+        self.inner: Any = None
+        self.at: tuple[int, int] | None = None
+        if self.fancy:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=target,
+                initial=min(done, target),
+                desc="trials",
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
+            self.inner = tqdm(
+                total=1,
+                desc="waiting for a trial",
+                unit="prompt",
+                position=1,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def prompt(self, p: PromptProgress) -> None:
+        """After each prompt of a trial: the inner bar, or a line when a rung is done."""
+        if self.inner is not None:
+            if (p.trial, p.rung) != self.at:  # a new rung: the bar counts to its prompts
+                self.at = (p.trial, p.rung)
+                desc = f"trial {p.trial}: rung {p.rung}/{p.rungs}"
+                self.inner.set_description_str(desc, refresh=False)
+                self.inner.reset(total=p.target)
+            self.inner.update(p.done - self.inner.n)
+        elif p.done == p.target:
+            self._say(f"  trial {p.trial}: {p.done} prompts judged (rung {p.rung} of {p.rungs})")
+
+    def trial(self, r: TrialReport) -> None:
+        """After each trial: its line, and the bar moved to the counted trials."""
+        from moa_search.analysis.format import fmt_win_rate
+        from moa_search.search.progress import eta_seconds, spend_text
+
+        elapsed = time.perf_counter() - self.start
+        eta = eta_seconds(
+            elapsed_s=elapsed,
+            done_now=r.done,
+            done_at_start=self.start_done,
+            target=r.target,
+            timeout_s=self.timeout_s,
+        )
+        self._say(trial_line(r, eta))
+        if self.bar is not None:
+            self.bar.update(max(0, min(r.done, r.target) - self.bar.n))
+            best = (
+                f"#{r.best_number} {fmt_win_rate(r.best_win_rate)}"
+                if r.best_number is not None
+                else "-"
+            )
+            spend = spend_text(r.spent_usd, r.spent_tokens, r.max_usd, r.max_tokens)
+            self.bar.set_postfix_str(f"best {best} | spent {spend}")
+
+    def close(self) -> None:
+        for bar in (self.inner, self.bar):
+            if bar is not None:
+                bar.close()

@@ -9,6 +9,7 @@ never a traceback; 130 interrupted. Global options (``-v``) go before or after t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -19,9 +20,10 @@ from moa_search.cli._common import EXIT_CODES, Parser
 from moa_search.cli.archon import add_archon
 from moa_search.cli.insight import add_analysis_commands, add_report
 from moa_search.cli.local import add_local
+from moa_search.cli.plan import add_plan
 from moa_search.cli.run import add_run, add_serve
 from moa_search.cli.study import add_study_commands
-from moa_search.errors import ConfigError, MoaSearchError
+from moa_search.errors import ConfigError, MoaSearchError, NoVerdictError
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_local(sub)
     add_study_commands(sub)
+    add_plan(sub)
     add_serve(sub)
     add_archon(sub)
     add_analysis_commands(sub)
@@ -125,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moa-search: {_as_typed(exc, args)}", file=sys.stderr)
         return 2
     except MoaSearchError as exc:
+        if isinstance(exc, NoVerdictError) and getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))  # nothing to report: with --json, an object
         print(f"moa-search: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

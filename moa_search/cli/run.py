@@ -114,7 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pool = resolve_pool(mixture, args.mixture, args.pool, default_pool_path())
     source, prefix = pool_source(mixture.pool, args.mixture, args.pool, default_pool_path())
     preflight(source, prefix, pool, mixture.models_used())
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _stdin_prompt() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise ConfigError("prompt", "", "a non-empty prompt")
     cache = open_cache(args.cache if args.cache is not None else default_cache_path())
@@ -166,6 +166,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 cache.close()
 
     return asyncio.run(main())
+
+
+def _stdin_prompt() -> str:
+    """The prompt from standard input, which must be UTF-8 text."""
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "standard input",
+            "",
+            "a UTF-8 prompt (the prompt argument is '-')",
+            f"a byte that is not UTF-8 at offset {exc.start}",
+        ) from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from moa_search.cli._common import (
+    SearchDisplay,
     add_study_arguments,
     examples,
-    fmt_duration,
+    json_safe,
     open_session,
     pool_source,
     positive_float,
@@ -20,11 +22,12 @@ from moa_search.cli._common import (
     preflight,
     study_exists,
 )
+from moa_search.cli.plan import refuse_over_budget
 
 if TYPE_CHECKING:
     from moa_search.cli._common import Subparsers
-    from moa_search.search.records import HoldoutVerdict
-    from moa_search.search.session import TrialReport
+    from moa_search.search.records import FinalEvaluation, HoldoutVerdict, StudyTotals
+    from moa_search.search.session import SearchSession
 
 __all__ = ["add_study_commands"]
 
@@ -39,6 +42,7 @@ def add_study_commands(sub: Subparsers) -> None:
         epilog=examples(
             "moa-search search studies/quickstart.yaml",
             "moa-search search studies/quickstart.yaml --n-trials 10 --timeout 600",
+            "moa-search search studies/quickstart.yaml --json",
             "moa-search search studies/quickstart.yaml \\\n"
             "      --storage postgresql+psycopg://postgres@127.0.0.1:5432/test \\\n"
             "      --cache redis://127.0.0.1:6379/0",
@@ -49,6 +53,17 @@ def add_study_commands(sub: Subparsers) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite beside the results)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after S seconds")
     p.add_argument("--cache", help="response cache location (default: the study's results)")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="search even when the projected spend exceeds budget.max_usd or max_tokens",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object at the end (study, trials, chosen, verdict, totals, why it "
+        "stopped) and nothing else on stdout; progress stays on stderr",
+    )
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser(
@@ -88,34 +103,21 @@ def add_study_commands(sub: Subparsers) -> None:
     p.set_defaults(func=_cmd_best)
 
 
-def _progress(r: TrialReport) -> None:
-    """One line on stderr per finished trial."""
-    what = f"win {r.win_rate:.3f} on {r.n_items}" if r.win_rate is not None else "-"
-    best = (
-        f"best #{r.best_number} {r.best_win_rate:.3f}"
-        if r.best_number is not None and r.best_win_rate is not None
-        else "best -"
-    )
-    saved = 1 - r.model_calls / r.calls_total if r.calls_total else 0.0
-    print(
-        f"[trial {r.number:>3} {r.state:<8}] {what:<16} | {best} | "
-        f"{r.done}/{r.target} trials | spent ${r.spent_usd:.4f}, {r.spent_tokens:,} tok | "
-        f"calls {r.model_calls:,} of {r.calls_total:,} ({saved:.0%} cached) | "
-        f"{fmt_duration(r.elapsed_s)}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
+    from moa_search.analysis.format import fmt_interval, fmt_win_rate
     from moa_search.local import default_pool_path
+    from moa_search.search.choose import require_verdict
+    from moa_search.search.progress import budget_reached, stop_reason
 
     session = open_session(args, cache=args.cache)
     try:
         source, prefix = pool_source(session.spec.pool, args.spec, None, default_pool_path())
         preflight(source, prefix, session.pool, session.pool.aliases)
         session.study()  # open the storage now: a bad --storage is bad input
-        spec = session.spec
+        refuse_over_budget(session, args)  # the projection over budget: exit 2 unless --yes
+        spec, b = session.spec, session.spec.budget
+        target = args.n_trials if args.n_trials is not None else b.n_trials
+        timeout = args.timeout if args.timeout is not None else b.timeout_s
         held = f" ({len(session.holdout_items)} held out)" if session.holdout_items else ""
         print(
             f"study '{spec.name}': {len(session.search_items)} prompts{held}, rungs "
@@ -124,9 +126,53 @@ def _cmd_search(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        session.optimize(n_trials=args.n_trials, timeout_s=args.timeout, on_trial=_progress)
-        final = session.finalize()
+        before = session.totals()
+        already = budget_reached(before, target=target, max_usd=b.max_usd, max_tokens=b.max_tokens)
+        if already is not None:
+            print(
+                f"study '{spec.name}' is already complete ({already}); no trial run. Raise "
+                "--n-trials (or the spec's budget) to search further.",
+                file=sys.stderr,
+                flush=True,
+            )
+        display = SearchDisplay(target, before.trials, timeout)
+        session.evaluator.on_prompt = display.prompt
+        try:
+            session.optimize(n_trials=args.n_trials, timeout_s=args.timeout, on_trial=display.trial)
+        finally:
+            session.evaluator.on_prompt = None
+            display.close()
+        elapsed = time.perf_counter() - display.start
         totals = session.totals()
+        stopped = already or stop_reason(
+            totals,
+            target=target,
+            max_usd=b.max_usd,
+            max_tokens=b.max_tokens,
+            timed_out=timeout is not None and elapsed >= timeout,
+        )
+        meter = getattr(session, "budget", None)
+        reached = meter.reached() if meter is not None and hasattr(meter, "reached") else None
+        if reached is not None and already is None and totals.trials < target:
+            stopped = f"the hard budget {reached[0]} is spent"
+        if already is None:
+            print(f"search stopped: {stopped}", file=sys.stderr, flush=True)
+        final = session.finalize()
+        require_verdict(session.study(), spec.name, final)  # no verdict without data: exit 1
+        totals = session.totals()
+        verdict = session.verdict() if final is not None else None
+        if args.json:
+            print(
+                json.dumps(
+                    json_safe(
+                        _search_json(
+                            session, totals, target, final, verdict, stopped, already is not None
+                        )
+                    ),
+                    indent=2,
+                )
+            )
+            return 0 if final is not None else 1
         if final is None:
             print("no trial completed; nothing to choose", file=sys.stderr)
             return 1
@@ -134,12 +180,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
         wr = m.win_rate
         where = f"the {final.n_items} held-out" if final.holdout else f"all {final.n_items}"
         print(
-            f"chosen: trial {final.trial} — win rate {wr.mean:.3f} "
-            f"[{wr.ci_low:.3f}, {wr.ci_high:.3f}] on {where} prompts, "
+            f"chosen: trial {final.trial} — win rate {fmt_win_rate(wr.mean)} "
+            f"{fmt_interval(wr.ci_low, wr.ci_high)} on {where} prompts, "
             f"diversity {m.diversity:.3f}, {m.tokens:.0f} tokens/prompt, "
             f"${m.cost_usd:.6f}/prompt",
         )
-        verdict = session.verdict()
         if verdict is not None:
             print("\n".join(_verdict_lines(verdict)))
         print(
@@ -153,12 +198,78 @@ def _cmd_search(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _search_json(
+    session: SearchSession,
+    totals: StudyTotals,
+    target: int,
+    final: FinalEvaluation | None,
+    verdict: HoldoutVerdict | None,
+    stopped: str,
+    already: bool,
+) -> dict[str, Any]:
+    """What ``search --json`` prints: one object (see the README)."""
+    from moa_search.search.progress import trial_state
+    from moa_search.search.records import TrialRecord
+    from moa_search.search.storage import redact_url
+
+    spec, b = session.spec, session.spec.budget
+    states: dict[str, int] = {}
+    for r in TrialRecord.all(session.study()):
+        states[trial_state(r)] = states.get(trial_state(r), 0) + 1
+    chosen: dict[str, Any] | None = None
+    if final is not None:
+        record = session.trial(final.trial)
+        m = final.metrics
+        chosen = {
+            "trial": final.trial,
+            "mixture": record.mixture,
+            "win_rate": m.win_rate.mean,
+            "ci_low": m.win_rate.ci_low,
+            "ci_high": m.win_rate.ci_high,
+            "n_items": final.n_items,
+            "holdout": final.holdout,
+            "diversity": m.diversity,
+            "tokens": m.tokens,
+            "cost_usd": m.cost_usd,
+        }
+    out: dict[str, Any] = {
+        "study": {
+            "name": spec.name,
+            "storage": redact_url(session.storage_url),
+            "prompts": {"search": len(session.search_items), "holdout": len(session.holdout_items)},
+            "rungs": list(session.rungs),
+            "judge": spec.judge.kind,
+            "objectives": list(spec.objective_names),
+        },
+        "trials": {
+            "counted": totals.trials,
+            "target": target,
+            "started": totals.started,
+            "states": dict(sorted(states.items())),
+        },
+        "chosen": chosen,
+        "verdict": verdict.summary() if verdict is not None else None,
+        "totals": totals.to_dict(),
+        "budget": {
+            "n_trials": target,
+            "max_usd": b.max_usd,
+            "max_tokens": b.max_tokens,
+            "timeout_s": b.timeout_s,
+        },
+        "stopped_because": stopped,
+        "already_complete": already,
+    }
+    if final is None:
+        out["error"] = "no trial completed; nothing to choose"
+    return out
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from moa_search.search.export import export_trial
+    from moa_search.search.export import export_trial, exportable_trial
 
     session = open_session(args)
     try:
-        trial = session.trial(args.trial)
+        trial = exportable_trial(session, args.trial)  # never one that measured nothing
         if args.trial == "best":
             session.finalize()
         mixture = export_trial(session, trial, args.out)
@@ -173,13 +284,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from moa_search.search.choose import choose_trial, pareto_front
+    from moa_search.analysis.format import fmt_interval, fmt_win_rate
+    from moa_search.search.choose import choose_trial, pareto_front, require_stored_verdict
 
     if not study_exists(args):  # a spec never searched: said so, and nothing created
         return 1
     session = open_session(args, read_only=True)
     try:
         study = session.study()
+        require_stored_verdict(study, session.spec)  # no verdict without data: exit 1
         front = pareto_front(study)
         chosen = choose_trial(study, session.spec)
         rows: list[dict[str, Any]] = []
@@ -224,8 +337,8 @@ def _cmd_best(args: argparse.Namespace) -> int:
         print(header)
         for r in rows:
             print(
-                f"{'*' if r['chosen'] else ' '} {r['trial']:>5}  {r['win_rate']:>8.3f} "
-                f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  {r['diversity']:>7.3f} "
+                f"{'*' if r['chosen'] else ' '} {r['trial']:>5}  {fmt_win_rate(r['win_rate']):>8} "
+                f"{fmt_interval(r['ci_low'], r['ci_high'])}  {r['diversity']:>7.3f} "
                 f"{r['tokens']:>7.0f} {r['cost_usd']:>10.6f} {r['n_items']:>4}  {r['mixture']}"
             )
         print("* the spec's choice")
@@ -240,9 +353,10 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _verdict_lines(v: HoldoutVerdict) -> list[str]:
+    """The held-out verdict as a table, and what it means in words."""
+    from moa_search.analysis.format import fmt_interval, fmt_win_rate
     from moa_search.search.verdict import conclusion
 
-    """The held-out verdict as a table, and what it means in words."""
     lines = [
         f"held-out verdict: {v.n_holdout} prompts the search never saw ({v.n_search} searched); "
         "diff = entry minus chosen, paired on the same prompts (normal 95% CI)",
@@ -251,9 +365,13 @@ def _verdict_lines(v: HoldoutVerdict) -> list[str]:
     ]
     for name, e in [("chosen", v.chosen), *v.baselines.items()]:
         wr, d = e.win_rate, e.diff_vs_chosen
-        diff = f"{d.mean:>+7.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]" if d else f"{'-':>7} {'':16}"
+        diff = f"{'-':>7} {'':16}"
+        if d:
+            diff = f"{fmt_win_rate(d.mean, signed=True):>7} "
+            diff += fmt_interval(d.ci_low, d.ci_high, signed=True)
+        interval = fmt_interval(wr.ci_low, wr.ci_high)
         lines.append(
-            f"  {name:<15} {wr.mean:>8.3f} [{wr.ci_low:.3f}, {wr.ci_high:.3f}]  {diff}  "
+            f"  {name:<15} {fmt_win_rate(wr.mean):>8} {interval}  {diff}  "
             f"{e.calls_per_prompt:>5} {e.cost_per_prompt:>10.6f}  {e.mixture}"
         )
     lines.append(conclusion(v))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from moa_search.config.files import read_file_bytes
 from moa_search.errors import ConfigError
 
 __all__ = ["TaskItem", "dataset_hash", "load_dataset"]
@@ -35,14 +36,7 @@ def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
     """Read and validate a JSONL dataset."""
     p = Path(path)
     source = str(p)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            source, "", "an existing JSONL dataset, but there is no such file"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(source, "", "a readable JSONL dataset", exc.strerror) from None
+    raw = read_file_bytes(p, "JSONL dataset")  # a FIFO or a folder is refused, not read
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -63,6 +57,8 @@ def load_dataset(path: str | os.PathLike[str]) -> tuple[TaskItem, ...]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(source, where, "one JSON object per line", exc.msg) from None
+        except RecursionError:
+            raise ConfigError(source, where, "a JSON object that is not nested so deep") from None
         if not isinstance(record, dict):
             raise ConfigError(source, where, "a JSON object", f"a {type(record).__name__}")
         prompt = record.get("prompt")

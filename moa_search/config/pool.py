@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from moa_search.config.files import _save, _validate, load_mapping
+from moa_search.config.files import _save, _validate, load_mapping, looks_like_secret
 
 __all__ = [
     "ModelKind",
@@ -38,7 +38,7 @@ __all__ = [
 SCHEMA_VERSION: Literal[1] = 1
 
 #: How a pool model is reached; the runtime has one backend per kind.
-ModelKind = Literal["openai", "replay"]
+ModelKind = Literal["openai", "replay", "world"]
 
 _ALIAS = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -94,8 +94,8 @@ class ModelSpec(_Frozen):
                 )
             return None
         if value is None:
-            if kind is None:
-                return None  # the kind itself is invalid; that is the error to report
+            if kind is None or kind == "world":
+                return None  # kind invalid (reported instead), or an in-process test world
             raise _missing()
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("an http:// or https:// URL such as http://127.0.0.1:8080/v1")
@@ -117,7 +117,7 @@ class ModelSpec(_Frozen):
     @field_validator("api_key_env")
     @classmethod
     def _check_env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and (not _ENV_NAME.match(value) or looks_like_secret(value)):
             raise ValueError(
                 "the NAME of an environment variable (letters, digits, underscores), "
                 "never the key itself"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moa_search.config.files import read_text_file
+from moa_search.config.files import read_text_file, unreadable_value
 from moa_search.errors import ConfigError
 
 __all__ = [
@@ -79,10 +79,14 @@ def _read_json_list(path: str | os.PathLike[str], what: str) -> list[Any]:
     text = read_text_file(path, what)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(source, "", f"a {what} in JSON that is not nested so deep") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             source, "", f"a {what} in JSON", f"a syntax error at line {exc.lineno}: {exc.msg}"
         ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(source, "", f"a {what} in JSON", unreadable_value(exc)) from None
     if not isinstance(data, list):
         raise ConfigError(source, "", f"a JSON list of records ({what})", type(data).__name__)
     return data
@@ -133,6 +137,10 @@ def load_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
         if pref is not None and (isinstance(pref, bool) or not isinstance(pref, int | float)):
             raise ConfigError(
                 source, f"[{i}].preference", "a number in [1, 2] or null", repr(pref)[:40]
+            )
+        if pref is not None and isinstance(pref, int) and abs(pref) > 10**6:  # 400 digits
+            raise ConfigError(
+                source, f"[{i}].preference", "a number in [1, 2] or null", f"{str(pref)[:20]}..."
             )
         value = None if pref is None or not math.isfinite(float(pref)) else float(pref)
         out.append(

@@ -186,6 +186,16 @@ class ChooseSpec(_Frozen):
 class StudySpec(_Frozen):
     """A whole study: pool, task, baseline, judge, space, objectives, budget, sampler.
 
+    ``sampler`` (default ``auto``): ``auto`` plans whole compositions — each pool model alone
+    first (a baseline whose layer-1 answers later mixtures reuse from the cache), then the
+    candidate a small model of proposer and aggregator roles, fitted to the trials so far,
+    rates most promising per uncached call (:mod:`moa_search.search.auto`); ``tpe``, ``nsga2``,
+    ``gp`` and ``random`` are Optuna's. ``pruner`` (default ``auto``: ``racing`` with the
+    ``auto`` sampler, ``median`` with the others): ``racing`` stops a trial once it is
+    significantly worse than the incumbent on the same prompts (a paired test,
+    :mod:`moa_search.search.racing`); ``median`` stops one whose win rate trails the median of
+    the others at a rung; ``none`` evaluates every trial on every rung.
+
     ``incumbent`` names the user's current mixture file (relative to the spec): the held-out
     verdict compares the chosen mixture with it too.
     """
@@ -203,8 +213,8 @@ class StudySpec(_Frozen):
     choose: ChooseSpec = ChooseSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     budget: BudgetSpec = BudgetSpec()
-    sampler: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
-    pruner: Literal["median", "none"] = "median"
+    sampler: Literal["auto", "tpe", "nsga2", "random", "gp"] = "auto"
+    pruner: Literal["auto", "racing", "median", "none"] = "auto"
     n_startup_trials: Annotated[int, Field(ge=0, le=1000)] = 4
     seed: Annotated[int, Field(ge=0)] = 0
     embedding_model: str | None = None

@@ -54,7 +54,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -210,12 +209,10 @@ def export_archon(mixture: MixtureConfig, pool: Pool) -> dict[str, Any]:
 
 def save_archon(mixture: MixtureConfig, pool: Pool, path: str | os.PathLike[str]) -> None:
     """Write :func:`export_archon`'s config as a JSON file (Archon reads JSON)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from moa_search.config.files import write_text_atomically
+
     text = json.dumps(export_archon(mixture, pool), indent=4, ensure_ascii=False) + "\n"
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(p)
+    write_text_atomically(path, text, "Archon config")  # a bad path is one paragraph
 
 
 # ----------------------------------------------------------------------------- import

@@ -17,7 +17,10 @@ The view holds:
 - the chosen mixture as YAML (or the trial's params) with its full-dataset metrics;
 - the calls summary: model calls made against those a cache-less search would have made;
 - the held-out verdict (:class:`~moa_search.search.records.HoldoutVerdict`): the chosen mixture
-  and the baselines on the held-out prompts, and what that means in words — or ``None``.
+  and the baselines on the held-out prompts, and what that means in words — or ``None``;
+- which proposers the chosen mixture's aggregator uses
+  (:class:`~moa_search.analysis.attribution.AttributionResult`, computed by the caller) — or
+  ``None``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ import yaml
 
 from moa_search._version import package_version
 from moa_search.analysis import AnalysisResult
+from moa_search.analysis.attribution import AttributionResult
+from moa_search.analysis.importance import (
+    IMPORTANCE_EVALUATOR,
+    importance_evaluator,
+    importance_vs_roles,
+    param_importances,
+    win_rate_target,
+)
 from moa_search.config.study import OBJECTIVES, StudySpec
 from moa_search.judges import WinRate
 from moa_search.search.choose import choose_trial, pareto_front
@@ -65,9 +76,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: The importance evaluator the report uses, as it names it.
-IMPORTANCE_EVALUATOR = "fANOVA"
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ class ImportanceView:
     note: str
     seed: int
     evaluator: str = IMPORTANCE_EVALUATOR
+    #: Why the importances disagree with the role analysis, when they do.
+    explanation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,7 @@ class ReportView:
     roles: RolesView | None = None
     analysis_note: str | None = None
     verdict: VerdictView | None = None
+    attribution: AttributionResult | None = None
 
     @property
     def analysis(self) -> AnalysisResult | None:
@@ -330,37 +341,12 @@ def _cost_axis(complete: Sequence[TrialRecord]) -> CostAxis:
     return CostAxis("tokens", "tokens per prompt")
 
 
-def win_rate_target(trial: optuna.trial.FrozenTrial) -> float:
-    """Win rate as an Optuna target (0 for a trial without metrics)."""
-    return float(TrialRecord.of(trial).win_rate or 0.0)
-
-
-def importance_evaluator(seed: int) -> optuna.importance.BaseImportanceEvaluator:
-    """The report's importance evaluator (:data:`IMPORTANCE_EVALUATOR`), seeded."""
-    return optuna.importance.FanovaImportanceEvaluator(seed=seed)
-
-
-def _importances(study: optuna.Study, complete: Sequence[TrialRecord], seed: int) -> ImportanceView:
-    """fANOVA importances of the params for win rate, or ``None`` and why not."""
-    if len(complete) < 2:
-        return ImportanceView(
-            None,
-            "Parameter importances need at least 2 complete trials; "
-            f"the study has {len(complete)}.",
-            seed,
-        )
-    try:
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=importance_evaluator(seed), target=win_rate_target
-        )
-    except Exception as exc:  # noqa: BLE001 - importances are optional; the report goes on
-        log.info("no parameter importances: %s", exc)
-        return ImportanceView(None, f"Parameter importances could not be computed: {exc}", seed)
-    if not importances:
-        return ImportanceView(
-            None, "Parameter importances: no parameter was varied in every complete trial.", seed
-        )
-    return ImportanceView({str(k): float(v) for k, v in importances.items()}, "", seed)
+def _importances(study: optuna.Study, seed: int, analysis: AnalysisResult | None) -> ImportanceView:
+    """fANOVA importances of the params for win rate (one method everywhere:
+    :func:`moa_search.analysis.importance.param_importances`), or ``None`` and why not."""
+    imp = param_importances(study, seed)
+    why = importance_vs_roles(imp, analysis.roles) if analysis is not None else None
+    return ImportanceView(imp.values, imp.note, seed, explanation=why)
 
 
 def _chosen_view(
@@ -393,6 +379,7 @@ def build_view(
     analysis_note: str | None = None,
     storage_url: str | None = None,
     importance_seed: int = 0,
+    attribution: AttributionResult | None = None,
 ) -> ReportView:
     """What the study's report shows (see the module docstring); the arguments are those of
     :func:`moa_search.report.build_report`. Works on a study with no complete trial."""
@@ -416,10 +403,11 @@ def build_view(
         cost_axis=_cost_axis(complete),
         history=history,
         has_history=any(r.win_rate is not None for r in records),
-        importance=_importances(study, complete, importance_seed),
+        importance=_importances(study, importance_seed, analysis),
         chosen_view=_chosen_view(chosen, final, chosen_mixture_yaml, mixture_note),
         calls=CallsView(StudyTotals.of(records), final),
         roles=RolesView.of(analysis) if analysis is not None else None,
         analysis_note=analysis_note,
         verdict=_verdict_view(HoldoutVerdict.load(study)),
+        attribution=attribution,
     )

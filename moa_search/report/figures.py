@@ -1,7 +1,9 @@
 """The report's plotly figures, drawn from a :class:`~moa_search.report.build.ReportView`.
 
-The optimization history and the parameter importances are Optuna's own
-(:mod:`optuna.visualization`), restyled, with the report's hover texts and marks added; the
+The optimization history is Optuna's own (:mod:`optuna.visualization`), restyled, with the
+report's hover texts and marks added; the parameter importances are drawn as Optuna draws them,
+from the one computation the report shows (fANOVA, see
+:mod:`moa_search.analysis.importance`); the
 Pareto front (the chosen mixture starred), win rate against diversity and the role effects have
 no Optuna equivalent and are drawn here. Plotly renders hover texts and labels as a small HTML
 subset: every text taken from the study is escaped.
@@ -18,16 +20,11 @@ import optuna
 import plotly.graph_objects as go
 
 from moa_search.analysis import AnalysisResult
+from moa_search.analysis.importance import IMPORTANCE_EVALUATOR
 from moa_search.config.study import StudySpec
-from moa_search.report.build import (
-    IMPORTANCE_EVALUATOR,
-    ReportView,
-    RolesView,
-    build_view,
-    importance_evaluator,
-    win_rate_target,
-)
+from moa_search.report.build import ReportView, RolesView, build_view
 from moa_search.report.formatting import description, interval, num
+from moa_search.report.formatting import win_rate as fmt_wr
 from moa_search.search.records import TrialRecord
 
 __all__ = ["figure_html", "report_figures", "study_figures"]
@@ -52,7 +49,7 @@ def _hover(r: TrialRecord) -> str:
     lines = [
         f"<b>trial {r.number}</b> ({_e(r.state)})",
         _e(description(r)),
-        f"win rate {num(r.win_rate)} {_e(interval(wr))} on {r.n_items} prompts",
+        f"win rate {fmt_wr(r.win_rate)} {_e(interval(wr))} on {r.n_items} prompts",
         f"diversity {num(m.diversity if m else None)}",
         f"tokens/prompt {num(m.tokens if m else None, '.0f')}, "
         f"${num(m.cost_usd if m else None, '.6f')}/prompt",
@@ -272,15 +269,15 @@ def diversity_figure(view: ReportView) -> go.Figure:
 
 
 def roles_figure(roles: RolesView) -> go.Figure | None:
-    """A forest plot of the role effects (in win-rate points), or ``None`` when no role
-    varied."""
+    """A forest plot of the role effects (on win rate, as a fraction), or ``None`` when no
+    role varied."""
     rows = [r for r in roles.rows if r.effect is not None]
     if not rows:
         return None
     labels = [_e(f"{r.model} ({r.where})") for r in rows]
-    effects = [(r.effect or 0.0) * 100 for r in rows]
-    plus = [max(0.0, ((r.ci_high or 0.0) - (r.effect or 0.0)) * 100) for r in rows]
-    minus = [max(0.0, ((r.effect or 0.0) - (r.ci_low or 0.0)) * 100) for r in rows]
+    effects = [r.effect or 0.0 for r in rows]
+    plus = [max(0.0, (r.ci_high or 0.0) - (r.effect or 0.0)) for r in rows]
+    minus = [max(0.0, (r.effect or 0.0) - (r.ci_low or 0.0)) for r in rows]
     colors = [
         ("#1a7f37" if (r.effect or 0) > 0 else "#cf222e") if r.significant else "#57606a"
         for r in rows
@@ -299,7 +296,7 @@ def roles_figure(roles: RolesView) -> go.Figure | None:
                 "thickness": 1.5,
                 "width": 4,
             },
-            hovertemplate="%{y}: %{x:+.1f} points<extra></extra>",
+            hovertemplate="%{y}: %{x:+.3f} win rate<extra></extra>",
             showlegend=False,
         )
     )
@@ -307,7 +304,7 @@ def roles_figure(roles: RolesView) -> go.Figure | None:
     fig = _layout(
         fig,
         title=f"Role effects on win rate ({roles.percent}% bootstrap intervals)",
-        x="effect (win-rate points)",
+        x="effect on win rate",
         y="",
     )
     fig.update_layout(
@@ -326,22 +323,22 @@ def _win_rate(trial: optuna.trial.FrozenTrial) -> float:
     return math.nan if wr is None else wr
 
 
-def importance_figure(
-    study: optuna.Study, importances: Mapping[str, float], seed: int
-) -> go.Figure:
-    """Optuna's parameter-importance bars for win rate (the report's seeded evaluator), the
-    parameter names escaped."""
-    fig = optuna.visualization.plot_param_importances(
-        study,
-        evaluator=importance_evaluator(seed),
-        target=win_rate_target,
-        target_name=_WIN_RATE,
-    )
-    fig.update_traces(
-        y=[_e(name) for name in fig.data[0].y],
-        marker={"color": "#0969da"},
-        textposition="auto",
-        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+def importance_figure(importances: Mapping[str, float]) -> go.Figure:
+    """The parameter importances for win rate the report computed (fANOVA, seeded: the same
+    numbers as its text and ``moa-search analyze``), as Optuna's importance plot draws them:
+    horizontal bars, most important on top, the parameter names escaped."""
+    names = list(importances)[::-1]
+    values = [importances[n] for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=[_e(n) for n in names],
+            orientation="h",
+            text=[f"{v:.2f}" if v >= 0.01 else "<0.01" for v in values],
+            textposition="auto",
+            marker={"color": "#0969da"},
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
     )
     fig = _layout(
         fig,
@@ -430,7 +427,7 @@ def report_figures(study: optuna.Study, view: ReportView) -> dict[str, go.Figure
     if roles is not None:
         out["roles"] = roles
     if view.importance.values:
-        out["importance"] = importance_figure(study, view.importance.values, view.importance.seed)
+        out["importance"] = importance_figure(view.importance.values)
     if view.has_history:
         out["history"] = history_figure(study, view)
     return out

@@ -1,13 +1,19 @@
-"""How the report writes numbers: shared by the figures' hover texts and the template's filters."""
+"""How the report writes numbers: shared by the figures' hover texts and the template's filters.
+
+Win rates, and differences or effects on win rate, are written by
+:func:`moa_search.analysis.format.fmt_win_rate`, as everywhere in moa-search: a fraction with
+three decimals.
+"""
 
 from __future__ import annotations
 
 import math
 
+from moa_search.analysis.format import fmt_interval, fmt_win_rate
 from moa_search.judges import WinRate
 from moa_search.search.records import TrialRecord
 
-__all__ = ["description", "interval", "num", "points"]
+__all__ = ["description", "interval", "num", "points", "win_rate"]
 
 #: What a missing number is shown as.
 MISSING = "–"
@@ -21,15 +27,18 @@ def num(value: object, spec: str = ".3f", missing: str = MISSING) -> str:
 
 
 def points(value: float | None) -> str:
-    """A win-rate difference in signed points (no "-0.0")."""
-    return MISSING if value is None else f"{round(value * 100, 1) + 0.0:+.1f}"
+    """A difference or effect on win rate, signed, as a fraction (``+0.035``; no "-0.000")."""
+    return fmt_win_rate(value, signed=True, missing=MISSING)
+
+
+def win_rate(value: float | None) -> str:
+    """A win rate as a fraction with three decimals."""
+    return fmt_win_rate(value, missing=MISSING)
 
 
 def interval(wr: WinRate | None) -> str:
     """A win rate's confidence interval as ``[low, high]``."""
-    if wr is None or num(wr.ci_low) == MISSING or num(wr.ci_high) == MISSING:
-        return MISSING
-    return f"[{wr.ci_low:.3f}, {wr.ci_high:.3f}]"
+    return MISSING if wr is None else fmt_interval(wr.ci_low, wr.ci_high, missing=MISSING)
 
 
 def description(record: TrialRecord) -> str:

@@ -15,6 +15,7 @@ import optuna
 from markupsafe import Markup
 
 from moa_search.analysis import AnalysisResult
+from moa_search.analysis.attribution import AttributionResult
 from moa_search.config.study import StudySpec
 from moa_search.report.build import ReportView, RolesView, build_view
 from moa_search.report.figures import figure_html, report_figures
@@ -74,6 +75,7 @@ def build_report(
     analysis_note: str | None = None,
     storage_url: str | None = None,
     importance_seed: int = 0,
+    attribution: AttributionResult | None = None,
 ) -> str:
     """The study's report as one self-contained HTML document.
 
@@ -90,6 +92,7 @@ def build_report(
         analysis_note: why there is no analysis.
         storage_url: shown with its password removed.
         importance_seed: seeds the fANOVA importance evaluator.
+        attribution: which proposers the chosen mixture's aggregator uses, if computed.
     """
     view = build_view(
         study,
@@ -100,12 +103,13 @@ def build_report(
         analysis_note=analysis_note,
         storage_url=storage_url,
         importance_seed=importance_seed,
+        attribution=attribution,
     )
     return render_report(study, view)
 
 
 def role_table_html(analysis: AnalysisResult) -> str:
     """The role table of ``analysis`` as an HTML ``<table id="role-table">`` (text escaped;
-    effects and intervals in win-rate points, layers counted from 1)."""
+    effects and intervals on win rate as fractions, layers counted from 1)."""
     template = _environment().get_template("role_table.html.j2")
     return template.render(roles=RolesView.of(analysis))

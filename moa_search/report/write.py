@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from moa_search.analysis import AnalysisError, AnalysisResult, analyze
+from moa_search.analysis.attribution_replay import study_attribution
 from moa_search.errors import MoaSearchError
 from moa_search.report.render import build_report
 from moa_search.search.choose import choose_trial, complete_trials
@@ -28,12 +29,15 @@ def write_report(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    cache: str | None = None,
 ) -> Path:
     """Write ``session``'s study report to ``out_path`` (atomically) and return the path.
 
     Read-only on the study: nothing is evaluated, so nothing is spent — the chosen trial's
     full-dataset metrics appear when a search or an export has stored them. The role analysis
     (``n_boot`` resamples, ``seed``) is replaced by a note when the study has too few trials.
+    Which proposers the chosen mixture's aggregator uses is replayed read-only from the response
+    cache at ``cache`` (default: the study's own cache file), with no model call.
     """
     study = session.study()
     analysis: AnalysisResult | None = None
@@ -63,6 +67,7 @@ def write_report(
                 allow_unicode=True,
                 width=100,
             )
+    attribution = study_attribution(session, cache=cache) if chosen_yaml is not None else None
     text = build_report(
         study,
         session.spec,
@@ -72,11 +77,11 @@ def write_report(
         analysis_note=note,
         storage_url=session.storage_url,
         importance_seed=seed,
+        attribution=attribution,
     )
+    from moa_search.config.files import write_text_atomically
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomically(out, text, "report")  # a bad --out is one paragraph, no stray .tmp
     log.info("wrote the report of study %s to %s", study.study_name, out)
     return out

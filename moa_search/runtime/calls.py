@@ -24,6 +24,7 @@ from moa_search.config import ModelSpec, Pool
 from moa_search.errors import CacheError, MoaSearchError, ModelCallError
 from moa_search.runtime import retry
 from moa_search.runtime.backends import Backend, Completion
+from moa_search.runtime.budget import SpendMeter
 from moa_search.runtime.cache import Cache, CachedAnswer
 from moa_search.runtime.prompting import ChatRequest
 from moa_search.runtime.retry import MAX_RETRY_DELAY_S, retry_delay
@@ -58,6 +59,8 @@ class Caller:
         self.cache = cache
         self.backends = dict(backends)
         self._rng = rng
+        #: the hard budget every new call is checked against (set by the executor)
+        self.budget: SpendMeter | None = None
 
     def backend(self, alias: str) -> Backend:
         try:
@@ -113,9 +116,14 @@ class Caller:
             on_delta = _HoldBlank(on_delta)
         outcome: CallOutcome | None = None
         try:
+            if self.budget is not None:
+                self.budget.check()  # a hard budget: no new call once it is spent
             outcome = await self._make_call(
                 request, layer, role, on_delta, start, started_s, key, spec
             )
+            if self.budget is not None:
+                r = outcome.record
+                self.budget.add(r.cost_usd, r.tokens_in + r.tokens_out)
         finally:
             # a failed or cancelled call releases its claim too: a worker waiting for it then
             # makes the call itself instead of waiting for an answer that never comes

@@ -248,6 +248,7 @@ class Embedder:
                     "the sentence-transformers package to be installed",
                     str(exc),
                 ) from exc
+            _quiet_loading()
             kwargs: dict[str, Any] = {"device": self.device}
             if _env_true("HF_HUB_OFFLINE"):
                 kwargs["local_files_only"] = True
@@ -330,3 +331,15 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_id!r}, device={self.device!r})"
+
+
+def _quiet_loading() -> None:
+    """Turn off the progress bars transformers and huggingface_hub draw while loading weights:
+    they would land in the middle of a search's own progress on stderr."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # pragma: no cover - both come with sentence-transformers
+        return
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()

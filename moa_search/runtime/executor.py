@@ -16,13 +16,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from moa_search.config import AgentSpec, MixtureConfig, Pool
-from moa_search.errors import ModelCallError, QuorumError
+from moa_search.errors import BudgetExhausted, ModelCallError, QuorumError
 from moa_search.runtime.backends import Backend, Completion, backend_for
+from moa_search.runtime.budget import SpendMeter
 from moa_search.runtime.cache import Cache
 from moa_search.runtime.calls import Caller, CallOutcome
 from moa_search.runtime.prompting import (
@@ -35,7 +36,7 @@ from moa_search.runtime.prompting import (
 )
 from moa_search.runtime.trace import CallRecord, Role, Trace
 
-__all__ = ["Executor", "ProgressEvent", "RunResult", "RunStream"]
+__all__ = ["Executor", "ProgressEvent", "RunResult", "RunStream", "expand_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,28 @@ class RunStream:
         await self._gen.aclose()
 
 
-def _expand_layer(agents: Sequence[AgentSpec]) -> list[tuple[AgentSpec, int]]:
+_Traced = TypeVar("_Traced", ModelCallError, QuorumError, BudgetExhausted)
+
+
+async def _gather_calls(
+    tasks: Sequence[Awaitable[CallOutcome]], records: list[CallRecord]
+) -> list[CallOutcome] | BudgetExhausted:
+    """A layer's calls, all awaited to the end (a call in flight when the budget ran out
+    finishes and is recorded); their records go to ``records``. Returns the outcomes, or the
+    :class:`BudgetExhausted` raised by a call the budget refused."""
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes = [r for r in results if isinstance(r, CallOutcome)]
+    records.extend(o.record for o in outcomes)
+    refused: BudgetExhausted | None = None
+    for r in results:
+        if isinstance(r, BudgetExhausted):
+            refused = refused or r
+        elif isinstance(r, BaseException):
+            raise r
+    return refused if refused is not None else outcomes
+
+
+def expand_layer(agents: Sequence[AgentSpec]) -> list[tuple[AgentSpec, int]]:
     """Each call of a layer with its sample index.
 
     Sample indices count per distinct (model, sampling parameters), so listing one model twice
@@ -118,8 +140,11 @@ class Executor:
         backends: alias -> :class:`Backend`; by default each model's backend for its kind
             (:func:`~moa_search.runtime.backends.backend_for`).
         seed: seeds the retry jitter (not the models).
+        budget: a hard budget: every new call (not a cache hit) is checked against it first
+            and raises :class:`~moa_search.errors.BudgetExhausted` once it is spent.
 
-    One executor may serve many concurrent runs; they share each model's concurrency limit.
+    One executor may serve many concurrent runs; they share each model's concurrency limit
+    and its budget.
     """
 
     def __init__(
@@ -129,6 +154,7 @@ class Executor:
         cache: Cache | None = None,
         backends: Mapping[str, Backend] | None = None,
         seed: int | None = None,
+        budget: SpendMeter | None = None,
     ) -> None:
         self.pool = pool
         chosen = dict(backends or {})
@@ -136,6 +162,16 @@ class Executor:
             if spec.alias not in chosen:
                 chosen[spec.alias] = backend_for(spec)
         self._calls = Caller(pool, cache, chosen, random.Random(seed))
+        self._calls.budget = budget
+
+    @property
+    def budget(self) -> SpendMeter | None:
+        """The hard budget new calls are checked against, if any."""
+        return self._calls.budget
+
+    @budget.setter
+    def budget(self, meter: SpendMeter | None) -> None:
+        self._calls.budget = meter
 
     @property
     def cache(self) -> Cache | None:
@@ -159,7 +195,8 @@ class Executor:
         run_start: float | None = None,
         on_delta: Callable[[str], None] | None = None,
     ) -> tuple[CallRecord, Completion | None, ModelCallError | None]:
-        """One call with cache, concurrency limit and retries; never raises ModelCallError.
+        """One call with cache, concurrency limit and retries; never raises ModelCallError
+        (raises :class:`BudgetExhausted` when the budget is spent and the answer is not cached).
 
         With ``on_delta`` the answer streams: each text delta is passed to it as it arrives.
         Returns the trace record, the completion (``None`` on failure) and the error.
@@ -178,8 +215,10 @@ class Executor:
     ) -> RunStream:
         """Run ``mixture`` on ``prompt``; iterate for the aggregator's text as it streams.
 
-        Raises (while iterating) :class:`QuorumError` when a layer lacks answers and
-        :class:`ModelCallError` when the aggregator fails; both carry ``.trace``.
+        Raises (while iterating) :class:`QuorumError` when a layer lacks answers,
+        :class:`ModelCallError` when the aggregator fails and :class:`BudgetExhausted` when the
+        budget is spent before a call (after the layer's calls in flight finished); all carry
+        ``.trace``.
         """
         mixture.check_pool(self.pool, "mixture")
         messages = normalize_messages(prompt)
@@ -228,12 +267,12 @@ class Executor:
         layer_outputs: list[tuple[str, ...]] = []
         layer_models: list[tuple[str, ...]] = []
 
-        def fail(exc: ModelCallError | QuorumError) -> ModelCallError | QuorumError:
+        def fail(exc: _Traced) -> _Traced:
             exc.trace = Trace.of(records, time.perf_counter() - t0)
             return exc
 
         for index, agents in enumerate(mixture.layers):
-            calls = _expand_layer(agents)
+            calls = expand_layer(agents)
             tasks = []
             for agent, sample in calls:
                 seen = with_references(
@@ -250,8 +289,9 @@ class Executor:
                     mixture_seed=mixture.seed,
                 )
                 tasks.append(self._calls.call(request, index, "proposer", t0, None))
-            outcomes = await asyncio.gather(*tasks)
-            records.extend(o.record for o in outcomes)
+            outcomes = await _gather_calls(tasks, records)
+            if isinstance(outcomes, BudgetExhausted):
+                raise fail(outcomes)
             answers = tuple(o.completion.text for o in outcomes if o.completion is not None)
             layer_outputs.append(answers)
             layer_models.append(tuple(o.record.model for o in outcomes if o.completion is not None))
@@ -277,7 +317,10 @@ class Executor:
 
         agg = mixture.aggregator
         if mixture.aggregation == "rank" and len(references) > 1:
-            result = await self._rank(mixture, messages, references, records, t0, on_progress)
+            try:
+                result = await self._rank(mixture, messages, references, records, t0, on_progress)
+            except BudgetExhausted as exc:
+                raise fail(exc) from None
             yield result.answer
             yield RunResult(result.answer, result.trace, tuple(layer_outputs), tuple(layer_models))
             return
@@ -319,7 +362,10 @@ class Executor:
         try:
             while (delta := await queue.get()) is not None:
                 yield delta
-            outcome = await task
+            try:
+                outcome = await task
+            except BudgetExhausted as exc:
+                raise fail(exc) from None
         finally:
             if not task.done():
                 task.cancel()

@@ -32,6 +32,7 @@ from moa_search.config.study import StudySpec
 
 __all__ = [
     "aggregator_agent",
+    "best_in_role",
     "best_single",
     "candidate_models",
     "layerwise_rule",
@@ -103,6 +104,19 @@ def best_single(spec: StudySpec, pool: Pool, score: Score) -> tuple[str, dict[st
     return best, rates
 
 
+def best_in_role(spec: StudySpec, pool: Pool, solo_win_rates: dict[str, float]) -> str:
+    """The model the aggregating baselines use: the highest solo win rate among the models the
+    space allows both as proposer and aggregator (Self-MoA samples and aggregates with one
+    model), else among the allowed aggregators. The best single model itself when the space
+    allows it to aggregate; a model the spec rules out as aggregator never is one."""
+    aggregators = set(spec.space.aggregators or pool.aliases)
+    proposers = set(spec.space.proposers or pool.aliases)
+    order = [m for m in pool.aliases if m in aggregators]
+    both = [m for m in order if m in proposers]
+    pool_order = both or order
+    return max(pool_order, key=lambda m: solo_win_rates.get(m, float("-inf")))
+
+
 def self_moa(spec: StudySpec, model: str, calls_per_prompt: int) -> MixtureConfig:
     """``model`` sampled k times and aggregating its own samples (Li et al. 2025), with
     ``k + 1 == calls_per_prompt`` — or k = 1, the nearest, when that asks for fewer than 2."""
@@ -128,8 +142,9 @@ def layerwise_rule(
        its own answer in that layer (see the module docstring; for layer 1, ``solo_win_rates``).
     3. Layer i + 1 keeps, in order, the models of layer i whose win rate is strictly above the
        mean of layer i's win rates; when none is (all equal), it keeps layer i unchanged.
-    4. ``max(1, n_layers)`` layers (the chosen mixture's count), then ``aggregator`` (the best
-       single model) with the space's aggregator settings, synthesising.
+    4. ``max(1, n_layers)`` layers (the chosen mixture's count), then ``aggregator``
+       (:func:`best_in_role`: the best single model when the space lets it aggregate) with the
+       space's aggregator settings, synthesising.
 
     Returns the mixture and, per layer but the last, the win rates step 3 selected on.
     """

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from moa_search.config.dataset import TaskItem
 from moa_search.config.study import BaselineSpec
-from moa_search.errors import MoaSearchError, ModelCallError
+from moa_search.errors import BudgetExhausted, CacheError, MoaSearchError, ModelCallError
 from moa_search.judges import Judge
 from moa_search.judges.diversity import diversity
 from moa_search.judges.stats import WinRate, win_rate
@@ -25,7 +25,7 @@ from moa_search.runtime.executor import Executor
 from moa_search.runtime.prompting import ChatRequest, normalize_messages
 from moa_search.runtime.trace import CallRecord, Trace
 
-__all__ = ["Evaluation", "Evaluator", "ItemOutcome"]
+__all__ = ["Evaluation", "Evaluator", "ItemOutcome", "PromptProgress"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,18 @@ class Evaluation:
         return d
 
 
+@dataclass(frozen=True)
+class PromptProgress:
+    """Where a trial's evaluation is, after each prompt: ``done`` prompts of the ``target`` its
+    current rung (``rung``, counted from 1, of ``rungs``) brings it to."""
+
+    trial: int
+    rung: int
+    rungs: int
+    done: int
+    target: int
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -94,6 +106,9 @@ class Evaluator:
         baseline: a pool model answering alone, or the dataset's references.
         embedder: for diversity; ``None`` reports diversity as 0.
         concurrency: items evaluated at once.
+
+    ``on_prompt``, when set, is called after each prompt of an evaluation that says where it is
+    (``aoutcomes(..., progress=...)``), for a progress display.
     """
 
     def __init__(
@@ -111,6 +126,7 @@ class Evaluator:
         self.embedder = embedder
         self.concurrency = concurrency
         self._baseline_answers: dict[str, tuple[str, list[CallRecord]]] = {}
+        self.on_prompt: Callable[[PromptProgress], None] | None = None
 
     async def abaseline(self, item: TaskItem) -> tuple[str, list[CallRecord]]:
         """The baseline's answer to ``item`` (computed once per evaluator) and its calls."""
@@ -163,6 +179,10 @@ class Evaluator:
         try:
             result = await self.executor.arun(mixture, item.prompt)
             trace, answer, outputs = result.trace, result.answer, result.layer_outputs
+        except BudgetExhausted:
+            raise  # not the mixture's failure: the evaluation stops
+        except CacheError:
+            raise  # the cache broke, not the mixture: the trial fails with the cache's error
         except MoaSearchError as exc:
             trace = getattr(exc, "trace", None)
             error = type(exc).__name__
@@ -199,15 +219,45 @@ class Evaluator:
             attempts=sum(c.attempts for c in all_calls if not c.cache_hit),
         )
 
-    async def aoutcomes(self, mixture: Any, items: Sequence[TaskItem]) -> list[ItemOutcome]:
-        """Evaluate ``mixture`` on ``items``, at most :attr:`concurrency` at a time."""
+    async def aoutcomes(
+        self,
+        mixture: Any,
+        items: Sequence[TaskItem],
+        *,
+        progress: PromptProgress | None = None,
+    ) -> list[ItemOutcome]:
+        """Evaluate ``mixture`` on ``items``, at most :attr:`concurrency` at a time.
+
+        ``progress`` says where this evaluation starts (its ``done`` prompts before these
+        items); :attr:`on_prompt` then hears of each prompt finished.
+        """
         gate = asyncio.Semaphore(self.concurrency)
+        finished = 0
 
         async def one(item: TaskItem) -> ItemOutcome:
+            nonlocal finished
             async with gate:
-                return await self._item(mixture, item)
+                outcome = await self._item(mixture, item)
+            finished += 1
+            if progress is not None and self.on_prompt is not None:
+                self.on_prompt(
+                    PromptProgress(
+                        progress.trial,
+                        progress.rung,
+                        progress.rungs,
+                        progress.done + finished,
+                        progress.target,
+                    )
+                )
+            return outcome
 
-        return list(await asyncio.gather(*(one(i) for i in items)))
+        # every item runs to its end (a refused budget stops each at its next call), then
+        # the first error is raised: no item is left running in the background
+        results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return [r for r in results if isinstance(r, ItemOutcome)]
 
     def summarize(self, outcomes: Sequence[ItemOutcome]) -> Evaluation:
         """Aggregate per-item outcomes (pure apart from embedding the outputs)."""

@@ -11,14 +11,14 @@ for people only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from moa_search.search.objective import Evaluation
+from moa_search.search.objective import Evaluation, ItemOutcome
 from moa_search.search.space import Composition
 from moa_search.search.stored import (
     PairedDifference,
@@ -35,8 +35,11 @@ __all__ = [
     "TrialRecord",
     "TrialWriter",
     "VerdictEntry",
+    "add_other_spend",
+    "enqueue_unseen",
     "evaluated_with_key",
     "evaluation_from_dict",
+    "other_spend",
     "record_split",
     "record_study",
     "study_dataset_hash",
@@ -53,6 +56,7 @@ _KEY = "mixture_key"
 _WORKER = "worker"
 _DUPLICATE_OF = "duplicate_of"
 _INVALID = "invalid"
+_PRUNED_BECAUSE = "pruned_because"
 _N_ITEMS = "n_items"
 _RUNG = "rung/"
 _SPEND = ("spent_usd", "spent_tokens", "model_calls", "calls_total", "attempts")
@@ -61,6 +65,9 @@ _SPEC = "spec"
 _DATASET_HASH = "dataset_hash"
 _VERDICT = "verdict"
 _HOLDOUT_IDS = "holdout_ids"
+_PREFERENCES = "preferences"
+_FAILED = "failed"
+_OTHER_SPEND = "spend/other"
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,11 @@ class TrialRecord:
     """What one trial of a study did, read from storage.
 
     ``state`` is Optuna's; a trial that repeated an earlier mixture has ``duplicate_of`` (its
-    values are that trial's, it made no call and does not count), one whose proposal was not a
-    valid mixture has ``invalid`` (the reason; it made no call either). ``metrics`` is the
+    metrics are that trial's, it made no call and does not count), one whose proposal was not a
+    valid mixture has ``invalid`` (the reason; it made no call either). Both are stored as
+    failed trials (studies stored before kept repeats as complete copies and invalid proposals
+    as pruned), so Optuna's ``best_trials`` and dashboards see only real evaluations.
+    ``pruned_because`` is the pruning rule's reason. ``metrics`` is the
     evaluation on the prompts seen so far (``n_items`` of them), ``rungs`` the win rate after
     each rung (prompts seen -> win rate).
     """
@@ -92,6 +102,10 @@ class TrialRecord:
     duplicate_of: int | None = None
     invalid: str | None = None
     worker: str | None = None
+    pruned_because: str | None = None
+    failed: str | None = None
+    #: Per-prompt judge preferences (prompt id -> preference), for paired racing.
+    preferences: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -123,6 +137,9 @@ class TrialRecord:
             duplicate_of=int(dup) if dup is not None else None,
             invalid=a.get(_INVALID),
             worker=a.get(_WORKER),
+            pruned_because=a.get(_PRUNED_BECAUSE),
+            failed=a.get(_FAILED),
+            preferences={str(k): float(v) for k, v in (a.get(_PREFERENCES) or {}).items()},
         )
 
     @classmethod
@@ -142,6 +159,19 @@ class TrialRecord:
     @property
     def is_repeat(self) -> bool:
         return self.duplicate_of is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the trial is not a complete evaluation, in words (``None`` when it is)."""
+        if self.duplicate_of is not None:
+            return f"repeats trial {self.duplicate_of} (no call made; not counted)"
+        if self.invalid is not None:
+            return f"{self.invalid} (no call made; not counted)"
+        if self.state == "pruned":
+            return self.pruned_because or "stopped by the pruner"
+        if self.state == "fail":
+            return self.failed or "failed (see the log)"
+        return None
 
     @property
     def win_rate(self) -> float | None:
@@ -193,8 +223,37 @@ class TrialWriter:
         for key in _SPEND:
             self.trial.set_user_attr(key, getattr(ev, key))
 
+    def preferences(self, outcomes: Sequence[ItemOutcome]) -> None:
+        """Each prompt's judge preference so far (prompts the judge failed on are left out)."""
+        prefs = {o.item_id: o.preference for o in outcomes if o.preference is not None}
+        self.trial.set_user_attr(_PREFERENCES, prefs)
+
     def rung(self, n_items: int, win_rate: float) -> None:
         self.trial.set_user_attr(f"{_RUNG}{n_items}", win_rate)
+
+    def pruned(self, reason: str) -> None:
+        """Why the pruning rule stops this trial."""
+        self.trial.set_user_attr(_PRUNED_BECAUSE, reason)
+
+    def failed(self, reason: str, spent_usd: float, spent_tokens: int, model_calls: int) -> None:
+        """The trial stopped before its end (the budget ran out): why, and what it spent."""
+        self.trial.set_user_attr(_FAILED, reason)
+        self.trial.set_user_attr("spent_usd", spent_usd)
+        self.trial.set_user_attr("spent_tokens", spent_tokens)
+        self.trial.set_user_attr("model_calls", model_calls)
+
+
+def add_other_spend(study: optuna.Study, usd: float, tokens: int, calls: int) -> None:
+    """Add spend made outside any trial and not stored elsewhere (a verdict the budget
+    stopped) to the study's record of it."""
+    usd0, tokens0, calls0 = other_spend(study)
+    study.set_user_attr(_OTHER_SPEND, [usd0 + usd, tokens0 + tokens, calls0 + calls])
+
+
+def other_spend(study: optuna.Study) -> tuple[float, int, int]:
+    """Spend outside trials recorded by :func:`add_other_spend`: (dollars, tokens, calls)."""
+    v = study.user_attrs.get(_OTHER_SPEND) or (0.0, 0, 0)
+    return float(v[0]), int(v[1]), int(v[2])
 
 
 def evaluated_with_key(trials: Sequence[FrozenTrial], key: str) -> TrialRecord | None:
@@ -205,10 +264,38 @@ def evaluated_with_key(trials: Sequence[FrozenTrial], key: str) -> TrialRecord |
     return None
 
 
+def enqueue_unseen(
+    study: optuna.Study, key_of: Callable[[optuna.Trial], str], seed: int, tries: int = 64
+) -> bool:
+    """After a repeated proposal: queue a random mixture no trial has proposed yet as the
+    study's next trial. A repeat is stored as failed, so it teaches the sampler nothing, and a
+    sampler sure of one mixture would propose it again and again; this keeps the study moving.
+
+    ``key_of`` builds a trial's mixture and returns its key (raising ``ValueError`` for an
+    invalid proposal). Returns False when ``tries`` random proposals found nothing new.
+    """
+    seen = {t.user_attrs.get(_KEY) for t in study.get_trials(deepcopy=False)}
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(tries):
+        trial = scratch.ask()
+        try:
+            key = key_of(trial)
+        except ValueError:  # an invalid proposal
+            continue
+        if key not in seen:
+            study.enqueue_trial(dict(trial.params), skip_if_exists=True)
+            return True
+    return False
+
+
 def rung_values(trials: Sequence[FrozenTrial], n_items: int, exclude: int) -> list[float]:
     """The win rates other counted trials had after ``n_items`` prompts (for pruning)."""
     key = f"{_RUNG}{n_items}"
-    return [float(t.user_attrs[key]) for t in trials if key in t.user_attrs and t.number != exclude]
+    return [
+        float(t.user_attrs[key])
+        for t in trials
+        if key in t.user_attrs and t.number != exclude and _DUPLICATE_OF not in t.user_attrs
+    ]
 
 
 @dataclass(frozen=True)

@@ -33,20 +33,23 @@ from optuna.trial import FrozenTrial, TrialState
 from moa_search.config import MixtureConfig, Pool
 from moa_search.config.dataset import TaskItem
 from moa_search.config.study import load_study_spec, spec_pool
-from moa_search.errors import ConfigError, MoaSearchError
+from moa_search.errors import CacheError, ConfigError, MoaSearchError, RepeatedMixture
 from moa_search.judges import Judge, build_judge
 from moa_search.runtime.cache import Cache, open_cache
 from moa_search.runtime.embeddings import Embedder
 from moa_search.runtime.executor import Executor
 from moa_search.search.choose import choose_trial
-from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome
-from moa_search.search.progress import TrialReport
+from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome, PromptProgress
+from moa_search.search.plan import meter_for, spend_phase, study_spend, trial_stopped
+from moa_search.search.progress import TrialReport, prune_reason, trial_report
+from moa_search.search.racing import race, uses_racing
 from moa_search.search.records import (
     FinalEvaluation,
     HoldoutVerdict,
     StudyTotals,
     TrialRecord,
     TrialWriter,
+    enqueue_unseen,
     evaluated_with_key,
     record_study,
     rung_values,
@@ -61,6 +64,7 @@ from moa_search.search.space import (
 )
 from moa_search.search.split import keep_split, load_incumbent, study_prompts
 from moa_search.search.storage import (
+    make_pruner,
     make_sampler,
     open_study,
     results_dir,
@@ -119,7 +123,9 @@ class SearchSession:
         self.storage_url = storage or f"sqlite:///{self.results / 'study.db'}"
         cache_location = cache if cache is not None else str(self.results / "cache.sqlite")
         self.cache: Cache | None = None if read_only else open_cache(cache_location)
+        self.budget = meter_for(self.spec)  # hard: checked before every new call
         self.executor = Executor(self.pool, cache=self.cache, seed=self.spec.seed)
+        self.executor.budget = self.budget
         self.embedder = Embedder(
             self.spec.embedding_model,
             cache_path=None if read_only else self.results / "embeddings.sqlite",
@@ -135,6 +141,7 @@ class SearchSession:
         self._runner: asyncio.Runner | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._study: optuna.Study | None = None
+        self._broken_cache: CacheError | None = None  # stops the search (see objective)
 
     # ------------------------------------------------------------------ set-up
 
@@ -155,16 +162,12 @@ class SearchSession:
     def study(self) -> optuna.Study:
         """Create the study in storage, or load it to resume."""
         if self._study is None:
-            pruner: optuna.pruners.BasePruner = (
-                optuna.pruners.MedianPruner(n_startup_trials=self.spec.n_startup_trials)
-                if self.spec.pruner == "median"
-                else optuna.pruners.NopPruner()
-            )
+            pruner = make_pruner(self.spec)
             study = open_study(
                 self.storage_url,
                 self.spec.name,
                 list(self.spec.directions),
-                make_sampler(self.spec),
+                make_sampler(self.spec, self.pool),
                 pruner,
             )
             if list(study.directions) != [
@@ -252,6 +255,8 @@ class SearchSession:
     def _should_prune(
         self, trial: optuna.Trial, study: optuna.Study, step: int, value: float
     ) -> bool:
+        if uses_racing(self.spec):  # paired, against the incumbent: search/racing.py
+            return race(study, trial.number, self.spec)
         if len(study.directions) == 1:
             trial.report(value, step)
             return trial.should_prune()
@@ -266,26 +271,25 @@ class SearchSession:
         return value < statistics.median(others)
 
     def objective(self, trial: optuna.Trial) -> list[float]:
+        mark = self.budget.session_spent
         try:
             return self._objective(trial)
         except MoaSearchError as exc:
             log.warning("trial %d failed: %s", trial.number, exc)
+            trial_stopped(trial, exc, self.budget.session_spent - mark)
+            if isinstance(exc, CacheError):  # every later trial would fail the same way
+                self._broken_cache = exc
+                trial.study.stop()
             raise
 
     def _objective(self, trial: optuna.Trial) -> list[float]:
         study = trial.study
         writer = TrialWriter(trial)
         try:
-            mixture = suggest_mixture(
-                trial,
-                self.spec.space,
-                self.pool,
-                aggregation_prompt=self.spec.aggregation_prompt,
-                seed=self.spec.seed,
-            )
+            mixture = self._suggest(trial)
         except InvalidMixture as exc:
             writer.invalid(str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
+            raise  # a failed trial, with the reason (optimize catches it)
         key = mixture_key(mixture)
         writer.mixture(
             describe_mixture(mixture),
@@ -296,20 +300,25 @@ class SearchSession:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         other = evaluated_with_key(complete, key)
         if other is not None:
-            # The sampler proposed a mixture already evaluated: it learns the same values
-            # again, no call is made, and the trial does not count towards the budget.
+            # The sampler proposed a mixture already evaluated: no call is made, the trial does
+            # not count, and it is stored as failed so Optuna's best_trials list it once.
             writer.repeat_of(other)
-            return list(other.values or ())
+            enqueue_unseen(study, self._key_of, seed=trial.number)  # the next trial is new
+            raise RepeatedMixture(other.number)
         outcomes: list[ItemOutcome] = []
         ev: Evaluation | None = None
         for i, n in enumerate(self.rungs):
             new = self.search_items[len(outcomes) : n]
-            outcomes.extend(self._run(self.evaluator.aoutcomes(mixture, new)))
+            at = PromptProgress(trial.number, i + 1, len(self.rungs), len(outcomes), n)
+            outcomes.extend(self._run(self.evaluator.aoutcomes(mixture, new, progress=at)))
             ev = self.evaluator.summarize(outcomes)
             writer.evaluation(ev)
             writer.rung(n, ev.win_rate.mean)
+            writer.preferences(outcomes)
             if i < len(self.rungs) - 1 and self._should_prune(trial, study, n, ev.win_rate.mean):
-                raise optuna.TrialPruned(f"win rate {ev.win_rate.mean:.3f} after {n} prompts")
+                why = prune_reason(study, trial.number, n, ev.win_rate.mean, self.spec)
+                writer.pruned(why)
+                raise optuna.TrialPruned(why)
         assert ev is not None
         b = self.spec.budget
         if b.max_cost_per_prompt_usd is not None:
@@ -317,6 +326,18 @@ class SearchSession:
         if b.max_tokens_per_prompt is not None:
             trial.set_constraint("tokens_per_prompt", ev.tokens - b.max_tokens_per_prompt)
         return self._values(ev)
+
+    def _suggest(self, trial: optuna.Trial) -> MixtureConfig:
+        return suggest_mixture(
+            trial,
+            self.spec.space,
+            self.pool,
+            aggregation_prompt=self.spec.aggregation_prompt,
+            seed=self.spec.seed,
+        )
+
+    def _key_of(self, trial: optuna.Trial) -> str:
+        return mixture_key(self._suggest(trial))
 
     def totals(self) -> StudyTotals:
         """Spend and calls over every trial in storage (all workers, all sessions); invalid
@@ -337,6 +358,8 @@ class SearchSession:
         target = n_trials if n_trials is not None else self.spec.budget.n_trials
         timeout = timeout_s if timeout_s is not None else self.spec.budget.timeout_s
         start = time.perf_counter()
+        self.budget.start(study_spend(study), timeout_s=timeout_s)
+        self.budget.phase = "the search"
         b = self.spec.budget
 
         def over_budget(t: StudyTotals) -> bool:
@@ -356,8 +379,9 @@ class SearchSession:
         def callback(study: optuna.Study, trial: FrozenTrial) -> None:
             t = self.totals()  # one read of the storage per trial, for both uses
             if on_trial is not None:
-                on_trial(self._report(study, trial, target, start, t))
-            if over_budget(t):
+                elapsed = time.perf_counter() - start
+                on_trial(trial_report(self.spec, study, trial, target, elapsed, t))
+            if over_budget(t) or self.budget.exhausted:
                 study.stop()
 
         if over_budget(self.totals()):
@@ -367,51 +391,26 @@ class SearchSession:
             n_trials=None,
             timeout=timeout,
             callbacks=[callback],
-            catch=(MoaSearchError,),
+            catch=(MoaSearchError, InvalidMixture, RepeatedMixture),
             gc_after_trial=False,
         )
+        if self._broken_cache is not None:  # its trial is failed, with the reason: say so
+            raise self._broken_cache
         return study
 
-    def _report(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        target: int,
-        start: float,
-        t: StudyTotals,
-    ) -> TrialReport:
-        best = choose_trial(study, self.spec)
-        record = TrialRecord.of(trial)
-        values = (
-            dict(zip(self.spec.objective_names, record.values, strict=True))
-            if record.values
-            else None
-        )
-        return TrialReport(
-            number=record.number,
-            state="repeat" if record.is_repeat else trial.state.name.lower(),
-            values=values,
-            win_rate=record.win_rate,
-            n_items=record.n_items,
-            best_number=best.number if best else None,
-            best_win_rate=best.win_rate if best else None,
-            done=t.trials,
-            target=target,
-            spent_usd=t.spent_usd,
-            spent_tokens=t.spent_tokens,
-            model_calls=t.model_calls,
-            calls_total=t.calls_total,
-            elapsed_s=time.perf_counter() - start,
-        )
-
     def finalize(self) -> FinalEvaluation | None:
-        """Judge the chosen trial; store and return its final evaluation.
+        """Judge the chosen trial; store and return its final evaluation. Under the study's
+        hard budget: :class:`~moa_search.errors.BudgetExhausted` when it runs out first.
 
         With held-out prompts, the chosen mixture and the baselines are judged on them and the
         :class:`HoldoutVerdict` is stored too (read it with :meth:`verdict`); the returned
         evaluation is the chosen mixture's on the held-out prompts. With none held out
         (``evaluation.holdout: 0``) the chosen trial is re-evaluated on the whole dataset.
         """
+        with spend_phase(self, "the final evaluation"):
+            return self._finalize()
+
+    def _finalize(self) -> FinalEvaluation | None:
         study = self.study()
         chosen = choose_trial(study, self.spec)
         if chosen is None:
@@ -423,6 +422,7 @@ class SearchSession:
                 return stored
             from moa_search.search.verdict import holdout_verdict
 
+            self.budget.phase = "the held-out verdict"
             final, verdict = holdout_verdict(self, chosen)
             verdict.store(study)
             final.store(study)

@@ -17,7 +17,8 @@ never wastes a trial on an empty or oversized layer. Parameters (``m`` is a pool
 - ``aggregation``: ``synthesize`` or ``rank``, when the space lists both.
 
 A model in more than ``max_samples`` slots makes the mixture invalid: :func:`suggest_mixture`
-raises :class:`InvalidMixture` (the study prunes it before any call).
+raises :class:`InvalidMixture` (the study records a failed trial, with the reason, before any
+call).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Storage defaults to an SQLite file in the study's results folder; any Optuna RDB
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Literal
 
 import optuna
 
+from moa_search.config.pool import Pool
 from moa_search.config.study import StudySpec
 from moa_search.errors import ConfigError
 
@@ -23,6 +25,8 @@ Direction = Literal["minimize", "maximize"]
 __all__ = [
     "GRACE_S",
     "HEARTBEAT_S",
+    "fail_stale_trials",
+    "make_pruner",
     "make_sampler",
     "open_study",
     "redact_url",
@@ -30,8 +34,11 @@ __all__ = [
     "storage_error",
 ]
 
+log = logging.getLogger(__name__)
+
 #: A running trial's heartbeat (seconds); one silent for GRACE_S (a killed worker's) is failed
-#: by the next worker or session, and its unfinished work is all that is lost.
+#: whenever the study is opened (by a worker, a resumed search, or a command reading it) and
+#: before every trial, and its unfinished work is all that is lost.
 HEARTBEAT_S = 10
 GRACE_S = 30
 
@@ -51,8 +58,21 @@ def redact_url(url: str) -> str:
         return url.split("://", 1)[0] + "://…"
 
 
-def make_sampler(s: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded."""
+def make_sampler(s: StudySpec, pool: Pool | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded (``auto`` needs the pool, unless the spec has it inline)."""
+    if s.sampler == "auto":
+        from moa_search.search.auto import AutoSampler
+
+        pool = pool if pool is not None else s.pool if isinstance(s.pool, Pool) else None
+        if pool is None:
+            raise ConfigError("study spec", "pool", "a pool for sampler 'auto'")
+        space = s.space
+        return AutoSampler(
+            space,
+            space.proposers or pool.aliases,
+            space.aggregators or pool.aliases,
+            seed=s.seed,
+        )
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "nsga2":
@@ -65,6 +85,14 @@ def make_sampler(s: StudySpec) -> optuna.samplers.BaseSampler:
         group=True,
         n_startup_trials=s.n_startup_trials,
     )
+
+
+def make_pruner(s: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner: median pruning, or none (paired racing is applied by the study
+    driver itself: :mod:`moa_search.search.racing`)."""
+    if s.pruner == "median" or (s.pruner == "auto" and s.sampler != "auto"):
+        return optuna.pruners.MedianPruner(n_startup_trials=s.n_startup_trials)
+    return optuna.pruners.NopPruner()
 
 
 def _create_study(
@@ -107,20 +135,49 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create the study in storage, or load it to resume.
+    """Create the study in storage, or load it to resume; running trials whose worker died
+    (their heartbeat silent for :data:`GRACE_S`) are failed first (:func:`fail_stale_trials`).
 
     Raises:
         ConfigError: the storage cannot be opened, or holds a study of that name with other
             objectives (source "storage URL").
     """
     try:
-        return _create_study(url, name, directions, sampler, pruner)
+        study = _create_study(url, name, directions, sampler, pruner)
+        fail_stale_trials(study)
+        return study
     except ValueError as exc:
         raise ConfigError(
             "storage URL", "", "a study whose objectives match the spec", str(exc)
         ) from None
     except Exception as exc:  # noqa: BLE001 - any storage failure is the URL's fault
         raise storage_error(url, exc) from None
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the study's running trials whose heartbeat has been silent for :data:`GRACE_S`
+    (their worker was killed); a trial whose worker is alive keeps beating and is left alone.
+
+    Optuna does this only when a worker starts a trial, so a trial killed shortly before the
+    last worker met the budget would stay RUNNING for good; calling this whenever the study is
+    opened ends it. Returns the numbers of the trials failed (by this call).
+    """
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return []
+    optuna.storages.fail_stale_trials(study)
+    now_failed = {
+        t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    }
+    failed = sorted(t.number for t in running if t.number in now_failed)
+    if failed:
+        log.warning(
+            "failed %d trial(s) left running by a worker that stopped (no heartbeat for %d s): %s",
+            len(failed),
+            GRACE_S,
+            ", ".join(map(str, failed)),
+        )
+    return failed
 
 
 def storage_error(url: str, exc: BaseException) -> ConfigError:

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 from moa_search.config import MixtureConfig
 from moa_search.judges import WinRate
 from moa_search.judges.stats import win_rate
-from moa_search.search.baselines import best_single, layerwise_rule, self_moa, solo_mixture
+from moa_search.search.baselines import (
+    best_in_role,
+    best_single,
+    layerwise_rule,
+    self_moa,
+    solo_mixture,
+)
 from moa_search.search.objective import ItemOutcome
 from moa_search.search.records import (
     FinalEvaluation,
@@ -128,10 +134,13 @@ def holdout_verdict(
         holdout=True,
     )
     best, solo = best_single(spec, pool, score)
-    rule, rule_rates = layerwise_rule(spec, pool, len(chosen_mixture.layers), best, solo, score)
+    aggregator = best_in_role(spec, pool, solo)
+    rule, rule_rates = layerwise_rule(
+        spec, pool, len(chosen_mixture.layers), aggregator, solo, score
+    )
     candidates = {
         "best_single": solo_mixture(spec, best),
-        "self_moa": self_moa(spec, best, composition(chosen_mixture).calls_per_prompt),
+        "self_moa": self_moa(spec, aggregator, composition(chosen_mixture).calls_per_prompt),
         "layerwise_rule": rule,
     }
     if session.incumbent is not None:

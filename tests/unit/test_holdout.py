@@ -302,3 +302,41 @@ def test_cli_search_prints_the_verdict_and_best_says_when_there_is_none(
     out = capsys.readouterr().out
     assert "on the 6 held-out prompts" in out and "held-out verdict: 6 prompts" in out
     assert "self_moa" in out and "layerwise_rule" in out
+
+
+def test_aggregating_baselines_use_only_models_the_space_lets_aggregate(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # every model may propose, only 'mid' and 'weak' may aggregate: the best model alone
+    # ('strong' with this seed) is the best_single baseline whatever its role, but
+    # Self-MoA and the layer-wise rule aggregate with an allowed model only
+    spec = write_spec(
+        tmp_path,
+        server,
+        space={
+            "min_layers": 1,
+            "max_layers": 1,
+            "max_samples": 2,
+            "max_proposers": 2,
+            "aggregators": ["mid", "weak"],
+        },
+        budget={"n_trials": 3},
+    )
+    session = SearchSession(spec)
+    try:
+        session.optimize()
+        session.finalize()
+        verdict = session.verdict()
+    finally:
+        session.close()
+    assert verdict is not None
+    solo = verdict.solo_win_rates
+    assert set(solo) == {"strong", "mid", "weak"}
+    best = max(solo, key=lambda m: solo[m])
+    assert best == "strong"  # so the rule must not simply reuse the best single model
+    assert verdict.baselines["best_single"].composition.aggregator == best
+    allowed = max(("mid", "weak"), key=lambda m: solo[m])
+    assert allowed == "mid"  # planted: 'weak' answers alone far worse
+    self_moa = verdict.baselines["self_moa"].composition
+    assert self_moa.aggregator == "mid" and set(self_moa.layers[0]) == {"mid"}
+    assert verdict.baselines["layerwise_rule"].composition.aggregator == "mid"

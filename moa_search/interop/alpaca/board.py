@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from moa_search.config.recorded import REFERENCE_MODEL, Annotation, load_annotations
+from moa_search.errors import ConfigError
 from moa_search.interop.alpaca.io import DEFAULT_ANNOTATOR, annotated_models
 from moa_search.interop.alpaca.lc import (
     LC_WEIGHTS_FILE,
@@ -141,7 +142,15 @@ def leaderboard(
     prior_length = float(np.median(stored)) if stored else None
     rows: dict[str, dict[str, Any]] = {}
     for model, anns in sets.items():
-        metrics = leaderboard_metrics(anns, model=model)
+        try:
+            metrics = leaderboard_metrics(anns, model=model)
+        except ValueError:  # an empty list, or every preference null: bad input, said so
+            raise ConfigError(
+                str(files[model]),
+                "preference",
+                "annotations of which at least one holds a preference in [1, 2] (null is unjudged)",
+                "an empty list" if not anns else f"none of {len(anns)}",
+            ) from None
         row: dict[str, Any] = {c: metrics[c] for c in LEADERBOARD_COLUMNS}
         lc: float | None = None
         if difficulty is not None:
@@ -153,7 +162,16 @@ def leaderboard(
                     model,
                 )
                 w = fit_lc_weights(anns, difficulty, length_weight=prior_length)
-            lc = length_controlled_winrate(anns, w, difficulty)
+            try:
+                lc = length_controlled_winrate(anns, w, difficulty)
+            except ValueError as exc:  # an instruction no model's annotations judge
+                raise ConfigError(
+                    str(files[model]),
+                    "instruction",
+                    "instructions that some model's annotations judge (length control needs "
+                    "each one's difficulty)",
+                    str(exc),
+                ) from None
         row["length_controlled_winrate"] = lc
         rows[model] = row
     return rows

@@ -62,11 +62,16 @@ def annotated_models(
         raise ConfigError(
             str(path), "", "a folder of AlpacaEval results (results/<model>/...)", "no such folder"
         )
-    found = {
-        d.name: d / annotator / "annotations.json"
-        for d in sorted(results.iterdir())
-        if (d / annotator / "annotations.json").is_file()
-    }
+    try:
+        found = {
+            d.name: d / annotator / "annotations.json"
+            for d in sorted(results.iterdir())
+            if (d / annotator / "annotations.json").is_file()
+        }
+    except OSError as exc:
+        raise ConfigError(
+            str(path), "", "a readable folder of AlpacaEval results", exc.strerror
+        ) from None
     if not found:
         raise ConfigError(
             str(path),

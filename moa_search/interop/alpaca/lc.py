@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moa_search.config.files import read_file_bytes
 from moa_search.config.recorded import Annotation
 from moa_search.errors import ConfigError
 
@@ -72,7 +73,7 @@ def load_lc_weights(path: str | os.PathLike[str]) -> dict[str, GLMWeights]:
     p = Path(path)
     source = str(p)
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = read_file_bytes(p, "weights CSV").decode("utf-8")  # a FIFO is refused, not read
     except FileNotFoundError:
         raise ConfigError(
             source, "", "an existing weights CSV, but there is no such file"

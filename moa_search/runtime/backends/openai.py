@@ -14,6 +14,7 @@ import openai
 
 from moa_search.config import ModelSpec
 from moa_search.errors import CallErrorKind, ConfigError, ModelCallError
+from moa_search.runtime.backends import http_pool
 from moa_search.runtime.backends.base import Backend, Completion, estimate_tokens
 from moa_search.runtime.prompting import ChatRequest
 from moa_search.runtime.retry import CONNECT_TIMEOUT_S, NO_KEY_PLACEHOLDER
@@ -90,7 +91,10 @@ class OpenAIBackend(Backend):
     """A model behind any OpenAI-compatible endpoint, reached with ``AsyncOpenAI``.
 
     The client is created per event loop (connection pools belong to a loop) with the SDK's
-    own retries disabled: the executor retries, so that every attempt is accounted for. Requests
+    own retries disabled: the executor retries, so that every attempt is accounted for. Every
+    model at one base URL shares one HTTP connection pool per loop, made when the backend is
+    constructed (before any layer starts; see :mod:`~moa_search.runtime.backends.http_pool`),
+    under its own ``AsyncOpenAI`` (its own key and timeout). Requests
     go through the client's ``post()`` with plain JSON in and out: the SDK's transport, errors
     and SSE parsing, without building typed request and response objects (which cost more CPU
     than everything else a served request does).
@@ -103,9 +107,10 @@ class OpenAIBackend(Backend):
             )
         super().__init__(spec)
         self._client: openai.AsyncOpenAI | None = None
+        http_pool.prepare(spec.base_url)
 
     def _on_new_loop(self) -> None:
-        self._client = None
+        self._client = None  # the previous loop's pool went with that loop
 
     def client(self) -> openai.AsyncOpenAI:
         self._bind_loop()
@@ -124,8 +129,15 @@ class OpenAIBackend(Backend):
                 timeout=openai.Timeout(
                     self.spec.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.spec.timeout_s)
                 ),
+                http_client=http_pool.acquire(self._base_url, self),
             )
+            http_pool.platform_of(self._client)
         return self._client
+
+    @property
+    def _base_url(self) -> str:
+        assert self.spec.base_url is not None
+        return self.spec.base_url
 
     def _kwargs(self, request: ChatRequest) -> dict[str, object]:
         return {
@@ -237,6 +249,7 @@ class OpenAIBackend(Backend):
             )
 
     async def aclose(self) -> None:
+        """Release this model's share of the HTTP pool (closed when no model uses it)."""
         if self._client is not None:
-            await self._client.close()
             self._client = None
+            await http_pool.release(self._base_url, self)
