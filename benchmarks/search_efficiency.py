@@ -10,8 +10,8 @@ call goes through the real executor, cache, judge and Optuna study.
 
 For each seed (its own 60 prompts and model sample seeds), each strategy searches:
 
-- ``auto``: ``sampler: auto`` (when the installed config accepts it), rungs 15/30/60, median
-  pruning;
+- ``auto``: ``sampler: auto`` (when the installed config accepts it), rungs 15/30/60, paired
+  racing (``pruner: auto``);
 - ``tpe``: moa-search's search as before ``auto``: TPE, rungs 15/30/60, median pruning;
 - ``random``: random search, every trial on every prompt, no pruning;
 - ``layerwise``: the MoA paper's rule (``moa_search.search.baselines.layerwise_rule``): every
@@ -133,7 +133,7 @@ class Bench:
         n = self.args.items
         rungs = [r for r in (n // 4, n // 2, n) if r > 0]
         settings: dict[str, dict[str, Any]] = {
-            "auto": {"sampler": "auto", "pruner": "median", "rungs": rungs},
+            "auto": {"sampler": "auto", "pruner": "auto", "rungs": rungs},
             "tpe": {"sampler": "tpe", "pruner": "median", "rungs": rungs},
             "random": {"sampler": "random", "pruner": "none", "rungs": [n]},
         }

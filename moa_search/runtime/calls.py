@@ -27,7 +27,7 @@ from moa_search.runtime.backends import Backend, Completion
 from moa_search.runtime.budget import SpendMeter
 from moa_search.runtime.cache import Cache, CachedAnswer
 from moa_search.runtime.prompting import ChatRequest
-from moa_search.runtime.retry import MAX_RETRY_DELAY_S, retry_delay
+from moa_search.runtime.retry import CLAIM_TTL_S, MAX_RETRY_DELAY_S, retry_delay
 from moa_search.runtime.trace import CallRecord, Role
 
 __all__ = ["CallOutcome", "Caller"]
@@ -115,6 +115,11 @@ class Caller:
         if on_delta is not None:
             on_delta = _HoldBlank(on_delta)
         outcome: CallOutcome | None = None
+        renewal = (
+            asyncio.create_task(self._renew_claim(key))
+            if claimed and self.cache is not None and self.cache.shared_claims
+            else None
+        )
         try:
             if self.budget is not None:
                 self.budget.check()  # a hard budget: no new call once it is spent
@@ -125,6 +130,8 @@ class Caller:
                 r = outcome.record
                 self.budget.add(r.cost_usd, r.tokens_in + r.tokens_out)
         finally:
+            if renewal is not None:
+                renewal.cancel()
             # a failed or cancelled call releases its claim too: a worker waiting for it then
             # makes the call itself instead of waiting for an answer that never comes
             if claimed and self.cache is not None:
@@ -136,17 +143,28 @@ class Caller:
                     # else the call's own error is on its way out and says more
         return outcome
 
+    async def _renew_claim(self, key: str) -> None:
+        """Keep this worker's claim alive while its call runs (see :data:`CLAIM_TTL_S`)."""
+        assert self.cache is not None
+        while True:
+            await asyncio.sleep(CLAIM_TTL_S / 3)
+            try:
+                await self.cache.arenew(key, CLAIM_TTL_S)
+            except CacheError:
+                return  # the call itself meets the broken cache when it stores its answer
+
     async def _claim_or_wait(self, key: str, spec: ModelSpec) -> tuple[CachedAnswer | None, bool]:
         """Before paying for a call, claim it in a shared cache; if another worker already
         has it in flight, wait for its answer. Returns (the other worker's answer or None,
-        whether this worker holds the claim). A worker that dies drops its claim when it
-        expires, and a wait never outlasts the call's own worst case."""
+        whether this worker holds the claim). A claim lives :data:`CLAIM_TTL_S` unless renewed
+        while its call runs, so a worker that dies drops its claims within that time; a wait
+        never outlasts the call's own worst case."""
         cache = self.cache
         assert cache is not None
         budget = spec.timeout_s * (spec.max_retries + 1) + MAX_RETRY_DELAY_S * spec.max_retries
         deadline = time.perf_counter() + budget
         delay = 0.02
-        while not await cache.aclaim(key, budget):
+        while not await cache.aclaim(key, CLAIM_TTL_S):
             hit = await cache.apeek(key)
             if hit is not None and hit.usable:
                 cache.stats.count(True)

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 __all__ = [
+    "CLAIM_TTL_S",
     "CONNECT_TIMEOUT_S",
     "INITIAL_RETRY_DELAY_S",
     "MAX_RETRY_AFTER_S",
@@ -26,6 +27,10 @@ RETRY_JITTER = 0.25
 MAX_RETRY_AFTER_S = 60.0
 #: Connect timeout, capped by the model's own timeout.
 CONNECT_TIMEOUT_S = 10.0
+#: A claim on a call in a shared cache lives this long unless the worker making the call renews
+#: it (every third of it, while the call runs): a killed worker's claims expire this soon, so
+#: the workers waiting for its answers make the calls themselves instead of waiting for good.
+CLAIM_TTL_S = 10.0
 #: Placeholder sent as the bearer token to endpoints that need no key (local servers).
 NO_KEY_PLACEHOLDER = "no-key"
 

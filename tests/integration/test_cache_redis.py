@@ -128,3 +128,48 @@ def test_a_call_in_flight_at_one_worker_is_not_paid_for_again_by_another(
         assert len(RedisCache(REDIS_URL, prefix=redis_prefix)) == 3  # claims are not answers
     finally:
         server.stop()
+
+
+def test_a_claim_is_short_lived_and_renewed_while_its_call_runs(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed worker's claims must expire soon (others then make the calls themselves), so a
+    claim lives CLAIM_TTL_S, not the call's worst case, and the worker making the call renews
+    it while the call runs."""
+    import threading
+    import time
+
+    import moa_search.runtime.calls as calls
+
+    monkeypatch.setattr(calls, "CLAIM_TTL_S", 0.3)
+    client = redis.Redis.from_url(REDIS_URL)
+    server = FakeOpenAIServer({"p": ModelBehavior(latency_s=2.0)}).start()
+    try:
+        pool = Pool(models=(ModelSpec(alias="p", base_url=server.base_url, model="p"),))
+        m = MixtureConfig(layers=(), aggregator=AgentSpec(model="p"))
+        cache = RedisCache(REDIS_URL, prefix=redis_prefix)
+
+        def claim_key(cache: RedisCache) -> str:
+            keys = [
+                k.decode().removeprefix(redis_prefix + "claim:")
+                for k in client.scan_iter(match=redis_prefix + "claim:*")
+            ]
+            return keys[0] if keys else "none"
+
+        run = threading.Thread(target=lambda: Executor(pool, cache=cache).run(m, "renew?"))
+        run.start()
+        ttls: list[int] = []  # the claim's remaining time, -2 when there was none
+        deadline = time.monotonic() + 30  # a bound on the polling, not a timing assertion
+        while run.is_alive() and time.monotonic() < deadline:
+            if server.in_flight("p"):
+                ttl = int(client.pttl(redis_prefix + "claim:" + claim_key(cache)))
+                if server.in_flight("p"):  # still in flight after the read: it counts
+                    ttls.append(ttl)
+        run.join()
+        # the model's worst case is 60 s x 3 attempts: the claim is far shorter, it never
+        # lapsed while the call was in flight, and its remaining time went back up (renewed)
+        assert ttls and -2 not in ttls and max(ttls) <= 300
+        assert any(b > a for a, b in zip(ttls, ttls[1:], strict=False))
+        assert server.count() == 1
+    finally:
+        server.stop()

@@ -97,8 +97,11 @@ class Cache(ABC):
     (the last write wins; writing the same key twice is harmless). Implementations must be safe
     to share between concurrent calls of one event loop, and, where the backing store allows
     it, between processes. A cache shared by several workers also implements :meth:`aclaim`
-    and :meth:`arelease`, so that one call is paid for once.
+    :meth:`arenew` and :meth:`arelease`, so that one call is paid for once.
     """
+
+    #: True for a cache whose claims other workers see (their lifetime then matters).
+    shared_claims: bool = False
 
     def __init__(self) -> None:
         self.stats = CacheStats()
@@ -127,6 +130,10 @@ class Cache(ABC):
         the default always grants the claim.
         """
         return True
+
+    async def arenew(self, key: str, ttl_s: float) -> None:  # noqa: B027 - optional hook
+        """Extend this worker's claim on ``key`` to ``ttl_s`` seconds from now (the call is
+        still running)."""
 
     async def arelease(self, key: str) -> None:  # noqa: B027 - optional hook
         """Give up a claim (the call finished, or failed)."""

@@ -27,6 +27,8 @@ class RedisCache(Cache):
     away once the cache is open is a :class:`~moa_search.errors.CacheError`.
     """
 
+    shared_claims = True
+
     def __init__(self, url: str, *, prefix: str = "moa-search:response:") -> None:
         super().__init__()
         import redis
@@ -96,6 +98,10 @@ class RedisCache(Cache):
             await self.arelease(key)
             return False
         return True
+
+    async def arenew(self, key: str, ttl_s: float) -> None:
+        with self._failures("renewing a claim"):
+            self._client.pexpire(f"{self.prefix}claim:{key}", max(1, int(ttl_s * 1000)))
 
     async def arelease(self, key: str) -> None:
         with self._failures("releasing a claim"):
