@@ -16,17 +16,22 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import redis
 
+from moa_search.cli.main import main
 from moa_search.config import AgentSpec, MixtureConfig, ModelSpec, Pool
 from moa_search.errors import CacheError, MoaSearchError, QuorumError
 from moa_search.runtime.cache import RedisCache
 from moa_search.runtime.executor import Executor
+from moa_search.search.records import TrialRecord
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 from moa_search.testing.fake_openai import RecordedRequest
+from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -156,3 +161,49 @@ def test_redis_going_away_mid_run_is_a_typed_error(
         assert server.count("p") == 1 and server.count("agg") == 0  # the run stopped there
     finally:
         server.stop()
+
+
+def test_redis_going_away_mid_search_fails_the_trial_and_exits_1(
+    tmp_path: Path,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A search whose shared Redis cache dies in the middle of a trial: that trial is failed
+    with the cache's error as its reason, no further trial starts, and the command says so in
+    one paragraph naming the cache URL and exits 1 — no traceback."""
+    url, proc = private_redis
+    world = PlantedWorld(
+        skill={"strong": 0.9, "weak": 0.1}, aggregation_skill={"strong": 0.5, "weak": 0.0}
+    )
+    strong = world.behaviors()["strong"]
+    answered = {"n": 0}
+
+    def answer_then_kill_redis(request: RecordedRequest) -> str:
+        answered["n"] += 1
+        if answered["n"] == 8:  # mid-trial: this answer finds no cache to go to
+            proc.kill()
+            proc.wait(timeout=30)
+        assert callable(strong.answer)
+        return strong.answer(request)
+
+    behaviors = {**world.behaviors(), "strong": ModelBehavior(answer=answer_then_kill_redis)}
+    with FakeOpenAIServer(behaviors) as srv:
+        spec = write_planted_study(
+            tmp_path,
+            srv.base_url,
+            n_items=6,
+            models=("strong", "weak"),
+            evaluation={"rungs": [3, 6], "holdout": 0, "concurrency": 1},
+            budget={"n_trials": 6},
+            name="redisgoes",
+        )
+        code = main(["search", str(spec), "--cache", url])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and url in err and "response cache" in err
+    storage = f"sqlite:///{tmp_path / 'results' / 'redisgoes' / 'study.db'}"
+    records = TrialRecord.all(optuna.load_study(study_name="redisgoes", storage=storage))
+    failed = [r for r in records if r.state == "fail" and r.invalid is None and not r.is_repeat]
+    assert len(failed) == 1, records
+    assert failed[0].reason is not None and url in failed[0].reason
+    assert records[-1].number == failed[0].number  # no trial started after it
