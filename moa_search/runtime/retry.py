@@ -30,7 +30,7 @@ CONNECT_TIMEOUT_S = 10.0
 #: A claim on a call in a shared cache lives this long unless the worker making the call renews
 #: it (every third of it, while the call runs): a killed worker's claims expire this soon, so
 #: the workers waiting for its answers make the calls themselves instead of waiting for good.
-CLAIM_TTL_S = 10.0
+CLAIM_TTL_S = 30.0
 #: Placeholder sent as the bearer token to endpoints that need no key (local servers).
 NO_KEY_PLACEHOLDER = "no-key"
 
