@@ -38,12 +38,13 @@ __all__ = [
 MAX_DEPTH = 64
 MAX_VALUES = 100_000
 
-#: What an API key looks like (a known provider prefix, or a long token mixing upper and lower
-#: case and digits): such a value is never echoed back in an error. A trimmed-down copy of the
-#: server's masking (:mod:`moa_search.serve.masking`), which config may not import.
-_KEY_PREFIX = re.compile(
-    r"^(sk-|gsk_|xai-|hf_|pk-|rk-|ghp_|gho_|github_pat_|glpat-|xox[abprs]-|AIza)[A-Za-z0-9_\-]{8,}"
+#: The prefixes of providers' API keys (a regex group), shared with the server's masking
+#: (:mod:`moa_search.serve.masking`): a value that looks like a key is never echoed back.
+KEY_PREFIXES = (
+    r"(sk-(?:proj-|ant-|or-v1-|svcacct-)?|gsk_|xai-|hf_|pk-|rk-|ghp_|gho_|github_pat_|glpat-"
+    r"|xox[abprs]-|AIza)"
 )
+_KEY_PREFIX = re.compile(r"^" + KEY_PREFIXES + r"[A-Za-z0-9_\-]{8,}")
 _LONG_TOKEN = re.compile(r"^[A-Za-z0-9+/_\-]{32,}={0,2}$")
 
 _UNION_BRANCHES = frozenset({"int", "float", "str", "Pool"})
@@ -101,11 +102,16 @@ def looks_like_secret(value: str) -> bool:
     (``sk-``, ``gsk_``, ``hf_``…), or a long token mixing upper case, lower case and digits."""
     if _KEY_PREFIX.match(value):
         return True
-    return bool(
-        _LONG_TOKEN.match(value)
-        and any(c.isdigit() for c in value)
-        and any(c.isupper() for c in value)
-        and any(c.islower() for c in value)
+    return bool(_LONG_TOKEN.match(value)) and mixes_case_and_digits(value)
+
+
+def mixes_case_and_digits(token: str) -> bool:
+    """Whether ``token`` has upper case, lower case and digits: what tells a random key from a
+    long word or a hex digest."""
+    return (
+        any(c.isdigit() for c in token)
+        and any(c.isupper() for c in token)
+        and any(c.islower() for c in token)
     )
 
 

@@ -15,6 +15,8 @@ import logging
 import re
 from typing import Any
 
+from moa_search.config.files import KEY_PREFIXES, mixes_case_and_digits
+
 __all__ = [
     "SERVING_LOGGERS",
     "SecretMaskingFilter",
@@ -37,10 +39,7 @@ SERVING_LOGGERS = (
     "moa_search.runtime.mixture",
 )
 
-_PREFIXED = re.compile(
-    r"\b(sk-(?:proj-|ant-|or-v1-|svcacct-)?|gsk_|xai-|hf_|pk-|rk-|ghp_|gho_|github_pat_|glpat-"
-    r"|xox[abprs]-|AIza)[A-Za-z0-9_\-]{8,}"
-)
+_PREFIXED = re.compile(r"\b" + KEY_PREFIXES + r"[A-Za-z0-9_\-]{8,}")
 _CREDENTIAL = re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE)
 _QUERY = re.compile(
     r"([?&;](?:api[_-]?key|key|token|access[_-]?token|secret|password|auth)=)[^&;\s\"']+",
@@ -52,12 +51,7 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}")
 
 def _opaque(match: re.Match[str]) -> str:
     token = match.group(0)
-    mixed = (
-        any(c.isdigit() for c in token)
-        and any(c.isupper() for c in token)
-        and any(c.islower() for c in token)
-    )
-    return MASK if mixed else token
+    return MASK if mixes_case_and_digits(token) else token
 
 
 def _hex(match: re.Match[str]) -> str:
