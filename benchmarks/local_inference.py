@@ -54,13 +54,15 @@ AGGREGATION = (
     "instruction; answer the user directly."
 )
 
-#: name -> overrides of the model entry of server_config().
-CONFIGS: dict[str, dict[str, Any]] = {
-    "before (n_ctx 2048, n_batch 512, no cache)": {"n_ctx": 2048, "cache": False},
-    "n_ctx 512": {"n_ctx": 512},
-    "n_ctx 512 + RAM prompt cache": {"n_ctx": 512, "cache": True, "cache_size": 64 << 20},
-    "n_ctx 512 + flash attention": {"n_ctx": 512, "flash_attn": True},
-    "n_ctx 512 + 2 prompt threads": {"n_ctx": 512, "n_threads_batch": 2},
+#: name -> {model alias or "*" -> overrides of that server's model entry in server_config()}.
+#: The shipped SmolLM2 weights are Q4_1; the local pool now serves them re-encoded as Q8_0
+#: (moa_search.local.reencode).
+CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
+    "before: SmolLM2 Q4_1 as shipped": {"smollm2": {"model": "shipped"}},
+    "SmolLM2 re-encoded Q8_0 (served now)": {},
+    "Q8_0 + SmolLM2 RAM prompt cache": {"smollm2": {"cache": True, "cache_size": 64 << 20}},
+    "Q8_0 + n_ctx 512": {"*": {"n_ctx": 512}},
+    "Q8_0 + 2 prompt threads": {"*": {"n_threads_batch": 2}},
 }
 
 
@@ -69,7 +71,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(overrides: dict[str, Any], folder: Path) -> Iterator[dict[str, tuple[str, int]]]:
+def serving(
+    overrides: dict[str, dict[str, Any]], folder: Path
+) -> Iterator[dict[str, tuple[str, int]]]:
     """Start one server per local model with ``overrides``; yields alias -> (base URL, pid)."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, tuple[str, int]] = {}
@@ -77,7 +81,10 @@ def serving(overrides: dict[str, Any], folder: Path) -> Iterator[dict[str, tuple
         for model in models.local_models():
             port = _free_port()
             config = servers.server_config(model, port)
-            config["models"][0].update(overrides)
+            entry = {**overrides.get("*", {}), **overrides.get(model.alias, {})}
+            if entry.get("model") == "shipped":
+                entry["model"] = str(models._smollm2_path())
+            config["models"][0].update(entry)
             path = folder / f"{model.alias}.json"
             path.write_text(json.dumps(config))
             log = open(folder / f"{model.alias}.log", "wb")  # noqa: SIM115 - closed with proc
@@ -202,6 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-run", action="store_true", help="no example mixture run")
+    parser.add_argument("--runs", type=int, default=3, help="example runs (the median is shown)")
     parser.add_argument("--only", help="run only the configurations whose name contains this")
     args = parser.parse_args()
     load0 = os.getloadavg()[0]
@@ -213,7 +221,11 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp, serving(overrides, Path(tmp)) as urls:
             rows = {a: measure(u, pid, a, args.repeats) for a, (u, pid) in urls.items()}
-            run_s = float("nan") if args.skip_run else example_run(urls, Path(tmp))
+            run_s = (
+                float("nan")
+                if args.skip_run
+                else statistics.median(example_run(urls, Path(tmp)) for _ in range(args.runs))
+            )
         for alias, m in rows.items():
             print(
                 f"{name:<44}{alias:<9}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from moa_search.local.models import LocalModel, local_models
 from moa_search.local.paths import HOME_ENV, default_pool_path, local_dir, state_dir
 from moa_search.local.servers import (
+    PROMPT_THREADS_PER_SERVER,
     THREADS_PER_SERVER,
     LocalServerError,
     down,
@@ -26,6 +27,7 @@ from moa_search.local.state import LocalStatus, ServerInfo
 
 __all__ = [
     "HOME_ENV",
+    "PROMPT_THREADS_PER_SERVER",
     "THREADS_PER_SERVER",
     "LocalModel",
     "LocalServerError",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from moa_search.errors import ConfigError
 from moa_search.local.paths import state_dir
+from moa_search.local.reencode import reencoded
 
 __all__ = ["LocalModel", "local_models", "require_server_package"]
 
@@ -123,10 +124,11 @@ def _gemma3_path() -> Path:
 def local_models() -> tuple[LocalModel, ...]:
     """The models of the local pool, with their weights on disk.
 
-    Assembles the Gemma file on first use (a few seconds). Raises :class:`ConfigError` naming
-    the package to install when one is missing.
+    Assembles the Gemma file on first use (a few seconds) and re-encodes SmolLM2's Q4_1 weights
+    as Q8_0 (:mod:`moa_search.local.reencode`, about a second, once per user). Raises
+    :class:`ConfigError` naming the package to install when one is missing.
     """
     return (
-        LocalModel("smollm2", "smollm2-135m-instruct", _smollm2_path(), None),
+        LocalModel("smollm2", "smollm2-135m-instruct", reencoded(_smollm2_path()), None),
         LocalModel("gemma3", "gemma3-270m", _gemma3_path(), "gemma"),
     )

@@ -17,7 +17,9 @@ swapping made searches 2-3x slower. Measured on a 2-core machine with 48-token a
 - one server per model with 1 thread each: 0.86 s + 1.93 s one after another, and 3 concurrent
   pairs in 6.0 s (2.0 s per pair): slower alone, robust under concurrency.
 
-Hence :data:`THREADS_PER_SERVER` = 1.
+Hence :data:`THREADS_PER_SERVER` = 1 for generation. Prompt processing is one batch per request,
+not one step per token, and takes up to 2 threads (:data:`PROMPT_THREADS_PER_SERVER`).
+SmolLM2's Q4_1 weights are served re-encoded as Q8_0 (:mod:`moa_search.local.reencode`).
 
 Contracts worth knowing:
 
@@ -67,6 +69,7 @@ from moa_search.local.state import (
 )
 
 __all__ = [
+    "PROMPT_THREADS_PER_SERVER",
     "THREADS_PER_SERVER",
     "LocalServerError",
     "down",
@@ -78,13 +81,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 N_CTX = 2048
-#: Threads (``n_threads`` and ``n_threads_batch``) of each per-model llama server. Measured on a
-#: 2-core machine, 48-token answers, SmolLM2-135M + Gemma 3 270M, one server per model: with 2
-#: threads each a pair of calls takes 0.5 s + 1.2 s one after another, but 3 concurrent pairs took
-#: 27 s (the two servers oversubscribe the cores and collapse); with 1 thread each a pair takes
+#: Generation threads (``n_threads``) of each per-model llama server. Measured on a 2-core
+#: machine, 48-token answers, SmolLM2-135M + Gemma 3 270M, one server per model: with 2 threads
+#: each a pair of calls takes 0.5 s + 1.2 s one after another, but 3 concurrent pairs took 27 s
+#: (the two servers oversubscribe the cores and collapse); with 1 thread each a pair takes
 #: 0.86 s + 1.93 s one after another and 3 concurrent pairs 6.0 s (2.0 s per pair). A mixture
-#: queries its models concurrently, so 1 thread per server is the robust choice.
+#: queries its models concurrently, so generation runs on 1 thread per server.
 THREADS_PER_SERVER = 1
+#: Prompt-processing threads (``n_threads_batch``) of each server: up to 2 cores. A prompt is
+#: one batch, not one step per token, so two servers processing prompts at once do not collapse
+#: as generation does. On an idle 2-core machine (``benchmarks/local_inference.py``) SmolLM2's
+#: aggregation prompt took 542 ms instead of 1074 ms, the example mixture's ``run`` 2.96 s
+#: instead of 4.37 s, and the quickstart study 171 s instead of 185 s (same calls).
+PROMPT_THREADS_PER_SERVER = max(1, min(2, os.cpu_count() or 1))
 STOP_TIMEOUT_S = 10.0
 
 # Servers started by this process, kept so they are polled (reaped) rather than garbage-collected
@@ -254,10 +263,15 @@ def _free_ports(count: int) -> list[int]:
 
 
 def server_config(
-    model: LocalModel, port: int, *, n_threads: int = THREADS_PER_SERVER
+    model: LocalModel,
+    port: int,
+    *,
+    n_threads: int = THREADS_PER_SERVER,
+    n_threads_batch: int = PROMPT_THREADS_PER_SERVER,
 ) -> dict[str, Any]:
     """The ``llama_cpp.server`` config file contents for one server serving ``model`` on
-    ``port`` with ``n_threads`` threads (for generation and for prompt processing).
+    ``port`` with ``n_threads`` threads for generation and ``n_threads_batch`` for prompt
+    processing.
 
     ``interrupt_requests`` is off: when on, any request arriving while a stream is running
     (even ``GET /v1/models``) cuts that stream short. ``logits_all`` is off: it makes prompt
@@ -276,7 +290,7 @@ def server_config(
                 "chat_format": model.chat_format,
                 "n_ctx": N_CTX,
                 "n_threads": n_threads,
-                "n_threads_batch": n_threads,
+                "n_threads_batch": n_threads_batch,
                 "use_mlock": False,
                 "logits_all": False,
                 "verbose": False,

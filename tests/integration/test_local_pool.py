@@ -117,10 +117,11 @@ def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
         local.local_models()
 
 
-def test_server_config_serves_one_model_single_threaded() -> None:
+def test_server_config_serves_one_model_generating_on_one_thread() -> None:
     from llama_cpp.server.settings import ConfigFileSettings
 
     assert local.THREADS_PER_SERVER == 1
+    assert min(2, os.cpu_count() or 1) == local.PROMPT_THREADS_PER_SERVER
     for model in local.local_models():
         data = local.server_config(model, 1234)
         settings = ConfigFileSettings.model_validate_json(json.dumps(data))
@@ -129,7 +130,8 @@ def test_server_config_serves_one_model_single_threaded() -> None:
         (only,) = settings.models
         assert only.model_alias == model.model_id and only.model == str(model.gguf_path)
         assert only.n_ctx == 2048 and not only.verbose and not only.logits_all
-        assert only.n_threads == only.n_threads_batch == 1
+        assert only.n_threads == 1
+        assert only.n_threads_batch == local.PROMPT_THREADS_PER_SERVER
 
 
 # ----------------------------------------------------------------------------- session servers
