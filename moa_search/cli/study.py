@@ -192,6 +192,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"cache-less search would have made; spent ${totals.spent_usd:.4f}, "
             f"{totals.spent_tokens:,} tokens",
         )
+        if verdict is not None and final is not None:
+            print(verdict_spend_line(verdict, final.model_calls, totals.model_calls))
         print(f"export it with: moa-search export {args.spec} --out mixture.yaml")
         return 0
     finally:
@@ -376,3 +378,18 @@ def _verdict_lines(v: HoldoutVerdict) -> list[str]:
         )
     lines.append(conclusion(v))
     return lines
+
+
+def verdict_spend_line(verdict: HoldoutVerdict, chosen_calls: int, search_calls: int) -> str:
+    """What the held-out verdict cost, against the search: its model calls for the chosen
+    mixture (with the judge's reference answers) and for the baselines."""
+    baselines = max(0, verdict.model_calls - chosen_calls)
+
+    def share(n: int) -> str:
+        return f"{100 * n / search_calls:.0f}% of the search's" if search_calls else "no search"
+
+    return (
+        f"held-out verdict: {verdict.model_calls:,} more model calls ({share(verdict.model_calls)})"
+        f": {chosen_calls:,} for the chosen mixture, {baselines:,} for the baselines "
+        f"({share(baselines)})"
+    )

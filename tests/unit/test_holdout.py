@@ -14,12 +14,13 @@ import optuna
 import pytest
 
 from moa_search.cli.main import main
+from moa_search.cli.study import verdict_spend_line
 from moa_search.config.dataset import TaskItem, load_dataset
 from moa_search.config.study import load_study_spec, spec_pool
 from moa_search.errors import ConfigError
 from moa_search.runtime.prompting import sample_seed
 from moa_search.search.baselines import layerwise_rule
-from moa_search.search.records import TrialRecord
+from moa_search.search.records import FinalEvaluation, HoldoutVerdict, StudyTotals, TrialRecord
 from moa_search.search.session import SearchSession
 from moa_search.search.split import split_items
 from moa_search.search.verdict import paired_difference
@@ -298,10 +299,24 @@ def test_cli_search_prints_the_verdict_and_best_says_when_there_is_none(
     capsys.readouterr()
     assert main(["best", str(spec), "--json"]) == 1
     assert f"run 'moa-search search {spec}'" in capsys.readouterr().err
+    before = server.count()
     assert main(["search", str(spec)]) == 0
+    verdict_requests = server.count() - before  # the budget was spent: only the verdict calls
     out = capsys.readouterr().out
     assert "on the 6 held-out prompts" in out and "held-out verdict: 6 prompts" in out
     assert "self_moa" in out and "layerwise_rule" in out
+    session = SearchSession(spec)
+    try:
+        study = session.study()
+    finally:
+        session.close()
+    verdict, final = HoldoutVerdict.load(study), FinalEvaluation.load(study)
+    assert verdict is not None and final is not None
+    assert verdict_requests == verdict.model_calls > final.model_calls > 0
+    searched = StudyTotals.of(TrialRecord.all(study)).model_calls
+    assert verdict_spend_line(verdict, final.model_calls, searched) in out.splitlines()
+    assert f"held-out verdict: {verdict_requests:,} more model calls (" in out
+    assert f": {final.model_calls:,} for the chosen mixture, " in out
 
 
 def test_aggregating_baselines_use_only_models_the_space_lets_aggregate(
