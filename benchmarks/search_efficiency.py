@@ -22,13 +22,20 @@ For each seed (its own 60 prompts and model sample seeds), each strategy searche
   the space's cap of 3 calls per layer (a config over the cap scores -1 without a call), with
   the top-ranked model as the final fuser, as Archon does;
 - ``exhaustive``: every mixture of the space on the same prompts, picking the best observed
-  (the ceiling of any search on these prompts; its calls are the distinct requests).
+  (the ceiling of any search on these prompts that picks on observed means; its calls are the
+  distinct requests);
+- ``exhaustive_shrunk``: the same observations, picking the highest empirical-Bayes win rate
+  (``moa_search.search.auto_model.shrink``, as ``sampler: auto`` chooses): the ceiling of that
+  rule on these prompts.
 
 The Optuna strategies run trial by trial until their model calls reach ``--budget``; the chosen
-mixture after each trial gives a regret-vs-calls curve. Run (one process: about 6.5 minutes of
-CPU; 30 minutes of wall time on the 2-core machine shared with other jobs):
+mixture after each trial gives a regret-vs-calls curve. Run (one process: about 4 minutes of
+CPU; 7 minutes of wall time on the 2-core machine shared with other jobs):
 
     .venv/bin/python benchmarks/search_efficiency.py --seeds 10 --budget 4000
+
+``--items N`` changes the prompts per study (the rungs follow: N/4, N/2, N); scale ``--budget``
+with it to compare at equal trials, or keep it to compare at equal calls.
 
 It prints a table, writes ``benchmarks/results/search_efficiency.json`` and the plot
 ``benchmarks/results/search_efficiency.png``.
@@ -54,6 +61,7 @@ import optuna
 import moa_search.search.session as session_module
 from moa_search.config import DEFAULT_AGGREGATION_PROMPT, MixtureConfig
 from moa_search.config.study import StudySpec
+from moa_search.search.auto_model import Observation, paired_noise, shrink
 from moa_search.search.baselines import (
     aggregator_agent,
     best_single,
@@ -84,7 +92,15 @@ def _in_memory_study(
 
 
 session_module.open_study = _in_memory_study
-ALL_STRATEGIES = ("auto", "tpe", "random", "layerwise", "archon", "exhaustive")
+ALL_STRATEGIES = (
+    "auto",
+    "tpe",
+    "random",
+    "layerwise",
+    "archon",
+    "exhaustive",
+    "exhaustive_shrunk",
+)
 NEAR = 0.02  # "within 0.02 of the optimum"
 
 Point = tuple[int, float, str]  # (model calls so far, true value of the current pick, pick)
@@ -105,6 +121,7 @@ class Bench:
         self.truth_s = time.perf_counter() - started
         self.optimum = max(self.truth.values())
         self.best_mix = max(self.truth, key=lambda m: (self.truth[m], -m.calls_per_prompt))
+        self._exhaustive: dict[int, tuple[np.ndarray, int]] = {}
 
     def value(self, mix: Mix) -> float:
         if mix not in self.truth:  # outside the space (the layer-wise rule's 6 proposers)
@@ -237,20 +254,48 @@ class Bench:
             s.close()
         return points
 
+    def _every_mixture(self, seed: int) -> tuple[np.ndarray, int]:
+        """Every mixture's per-prompt correctness on the study's prompts (the world's rules,
+        vectorised: the same answers the executor would get), and the distinct requests."""
+        if seed not in self._exhaustive:
+            items = np.arange(1000 * seed, 1000 * seed + self.args.items, dtype=np.int64)
+            sim = self.world.simulation(items)
+            wins = np.array([sim.final_codes(m, seed) == 0 for m in self.mixes], dtype=float)
+            self._exhaustive = {seed: (wins, distinct_calls(self.world, self.mixes, items, seed))}
+        return self._exhaustive[seed]
+
     def exhaustive(self, seed: int) -> list[Point]:
-        """Every mixture on the study's prompts (the world's rules, vectorised: the same
-        answers the executor would get); calls are the distinct requests."""
-        items = np.arange(1000 * seed, 1000 * seed + self.args.items, dtype=np.int64)
-        observed = {m: float(self.world.correct(m, items, seed).mean()) for m in self.mixes}
+        """Every mixture on the study's prompts, the best observed picked."""
+        wins, calls = self._every_mixture(seed)
+        observed = dict(zip(self.mixes, wins.mean(axis=1).tolist(), strict=True))
         pick = max(self.mixes, key=lambda m: (observed[m], -m.calls_per_prompt))
-        return [(distinct_calls(self.world, self.mixes, items, seed), self.value(pick), str(pick))]
+        return [(calls, self.value(pick), str(pick))]
+
+    def exhaustive_shrunk(self, seed: int) -> list[Point]:
+        """Every mixture on the study's prompts, the highest empirical-Bayes win rate picked."""
+        wins, calls = self._every_mixture(seed)
+        obs = [
+            Observation(
+                Composition(tuple(dict(lay) for lay in m.layers), m.aggregator), float(w), len(row)
+            )
+            for m, row, w in zip(self.mixes, wins, wins.mean(axis=1), strict=True)
+        ]
+        names = [m.name for m in self.world.models]
+        est = shrink(obs, list(range(len(obs))), paired_noise(wins), names, names)
+        shrunk = dict(zip(self.mixes, est.tolist(), strict=True))
+        pick = max(self.mixes, key=lambda m: (shrunk[m], -m.calls_per_prompt))
+        return [(calls, self.value(pick), str(pick))]
 
     def run(self, name: str, seed: int) -> list[Point]:
         if name in ("auto", "tpe", "random"):
             return self.optuna_strategy(seed, name)
-        return {"layerwise": self.layerwise, "archon": self.archon, "exhaustive": self.exhaustive}[
-            name
-        ](seed)
+        one_shot = {
+            "layerwise": self.layerwise,
+            "archon": self.archon,
+            "exhaustive": self.exhaustive,
+            "exhaustive_shrunk": self.exhaustive_shrunk,
+        }
+        return one_shot[name](seed)
 
 
 def distinct_calls(world: RichWorld, mixes: Sequence[Mix], items: np.ndarray, seed: int) -> int:

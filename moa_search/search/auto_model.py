@@ -30,7 +30,7 @@ from scipy.optimize import least_squares
 
 from moa_search.search.space import Composition
 
-__all__ = ["MixtureModel", "Observation"]
+__all__ = ["MixtureModel", "Observation", "paired_noise", "shrink"]
 
 _MODES = ("synthesize", "rank")
 #: Misfit the model allows beyond sampling noise (win-rate units).
@@ -160,3 +160,45 @@ class MixtureModel:
             grad[:, j] = (self._mean(t, e) - mean) / h
         var = np.einsum("cj,jk,ck->c", grad, self.cov, grad)
         return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def paired_noise(preferences: Array) -> Array:
+    """The noise variance of each row's mean that matters when rows are ranked: rows are
+    mixtures, columns the same prompts, and a prompt every mixture finds easy moves them all
+    alike, so the variance is that of each row's lead over the mean row, over the number of
+    prompts (not each row's own binomial variance)."""
+    prefs = np.asarray(preferences, dtype=float)
+    lead = prefs - prefs.mean(axis=0)
+    return np.asarray(np.var(lead, axis=1, ddof=1) / prefs.shape[1], dtype=float)
+
+
+def shrink(
+    observations: Sequence[Observation],
+    targets: Sequence[int],
+    noise_var: Sequence[float] | Array,
+    proposers: Sequence[str],
+    aggregators: Sequence[str],
+) -> Array:
+    """Empirical-Bayes estimates of the true win rates of ``observations[targets]``.
+
+    Picking the highest observed win rate among many mixtures picks the luckiest (the
+    winner's curse). Here each target's observed win rate ``y`` (noise variance ``noise_var``)
+    is combined with what the :class:`MixtureModel`, fitted to every observation, predicts for
+    it *without* it: the leave-one-out prediction ``y - (y - f) / (1 - h)`` (``f`` the fitted
+    value, ``h`` the target's leverage; exact for a linear model, first-order here), which is
+    independent of the target's own noise. How far the truth strays from the model
+    (``tau**2``) is estimated from the targets' leave-one-out residuals (method of moments).
+    Each estimate is the precision-weighted mean of ``y`` and the leave-one-out prediction.
+    """
+    model = MixtureModel.fit(observations, proposers, aggregators)
+    obs = [observations[j] for j in targets]
+    y = np.array([o.win_rate for o in obs])
+    s2 = np.maximum(np.asarray(noise_var, dtype=float), 1e-6)
+    f, sd = model.predict([o.composition for o in obs])
+    weight_var = 0.25 / np.array([max(1, o.n_items) for o in obs]) + _TAU**2
+    h = np.clip(sd**2 / weight_var, 0.0, 0.95)
+    loo = y - (y - f) / (1.0 - h)
+    loo_var = sd**2 / (1.0 - h)
+    tau2 = max(0.0, float(np.mean((y - loo) ** 2 - s2 - loo_var)))
+    prior_var = np.maximum(tau2 + loo_var, 1e-6)
+    return np.asarray((y / s2 + loo / prior_var) / (1.0 / s2 + 1.0 / prior_var), dtype=float)

@@ -33,6 +33,7 @@ from moa_search.runtime.prompting import (
     ranking_messages,
     with_references,
 )
+from moa_search.search.auto import opening_params
 from moa_search.search.baselines import best_single, layerwise_rule, self_moa, solo_mixture
 from moa_search.search.records import (
     FinalEvaluation,
@@ -244,16 +245,16 @@ class Inputs:
 
 
 class _Draw:
-    """A stand-in for an Optuna trial that draws every choice uniformly (random search)."""
+    """A stand-in for an Optuna trial: the ``fixed`` params, else uniform draws."""
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
+    def __init__(self, rng: random.Random, fixed: dict[str, Any] | None = None) -> None:
+        self.rng, self.fixed = rng, fixed or {}
 
     def suggest_int(self, name: str, low: int, high: int) -> int:
-        return self.rng.randint(low, high)
+        return int(self.fixed[name]) if name in self.fixed else self.rng.randint(low, high)
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.rng.choice(list(choices))
+        return self.fixed[name] if name in self.fixed else self.rng.choice(list(choices))
 
 
 class _Sim:
@@ -363,10 +364,12 @@ def _replica(
     keys: set[str] = set()
     full: list[MixtureConfig] = []
     prunes = spec.pruner == "median" and len(rungs) > 1
+    firsts = opening_params(spec.space, pool.aliases) if spec.sampler == "auto" else []
+    firsts = firsts[inputs.trials_done :]
     n = draws = 0
     while n < todo and draws < 5 * target + 20:
         draws += 1
-        m = _suggest(inputs, rng)
+        m = _suggest(inputs, rng, firsts.pop(0) if firsts else None)
         if m is None or mixture_key(m) in keys:
             continue  # invalid, or a repeat answered from the trial it repeats
         keys.add(mixture_key(m))
@@ -407,12 +410,14 @@ def _replica(
     return search, sim.phase
 
 
-def _suggest(inputs: Inputs, rng: random.Random) -> MixtureConfig | None:
-    """A mixture drawn as random search draws it (``None``: an invalid proposal)."""
+def _suggest(
+    inputs: Inputs, rng: random.Random, fixed: dict[str, Any] | None = None
+) -> MixtureConfig | None:
+    """A random search's draw but for the ``fixed`` params (``None``: an invalid proposal)."""
     spec = inputs.spec
     try:
         return suggest_mixture(
-            cast(Any, _Draw(rng)),
+            cast(Any, _Draw(rng, fixed)),
             spec.space,
             inputs.pool,
             aggregation_prompt=spec.aggregation_prompt,
@@ -456,10 +461,11 @@ def project(inputs: Inputs, a: Assumptions = Assumptions()) -> Projection:
         answers = "every answer runs to its max_tokens (the worst case: too few cached answers "
         answers += f"to measure, {len(cached)} of {MIN_CALIBRATION})"
     how = "as given" if a.chars_per_token else "measured on the cached answers"
-    how = how if a.chars_per_token or calibrated else "assumed"
+    how, auto = how if a.chars_per_token or calibrated else "assumed", spec.sampler == "auto"
     notes = [
-        f"trials: {todo} more to reach {target} ({inputs.trials_done} done), drawn as random "
-        "search draws them; a sampler that favours some mixtures repeats calls and spends less",
+        f"trials: {todo} more to reach {target} ({inputs.trials_done} done), "
+        + ("each model alone and the role probes first (as sampler auto opens), then " * auto)
+        + "drawn as random search draws them; a sampler favouring some mixtures spends less",
         (
             f"pruning: {a.prune_fraction:.0%} of the trials stop at each rung but the last, "
             f"after the first {spec.n_startup_trials}"

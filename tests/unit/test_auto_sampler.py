@@ -18,6 +18,7 @@ from moa_search.config.study import SearchSpaceSpec, StudySpec
 from moa_search.search.auto import (
     AutoSampler,
     candidate_compositions,
+    opening_params,
     params_for,
     solo_compositions,
 )
@@ -134,6 +135,23 @@ def test_params_rebuild_each_candidate(tmp_path: Path) -> None:
             mixture_from_params(params_for(c, space, MODELS, MODELS), space, pool)
         )
         assert rebuilt == c
+
+
+def test_opening_params_are_the_solos_then_the_probes() -> None:
+    from moa_search.config import Pool
+
+    space = SearchSpaceSpec(max_layers=2, max_proposers=3, max_samples=2)
+    pool = Pool.model_validate(
+        {"models": [{"alias": m, "base_url": "http://x/v1", "model": m} for m in MODELS]}
+    )
+    opened = [
+        composition(mixture_from_params(p, space, pool)) for p in opening_params(space, MODELS)
+    ]
+    solos = solo_compositions(space, MODELS, MODELS)
+    assert opened[: len(solos)] == solos
+    probes = opened[len(solos) :]
+    assert [c.aggregator for c in probes] == list(MODELS)
+    assert all(c.layers == solos[0].layers for c in probes)
 
 
 def test_racing_stops_a_planted_bad_candidate_early(

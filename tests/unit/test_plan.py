@@ -190,3 +190,20 @@ def test_plan_on_bad_input_is_one_paragraph(
     assert "--cache" in err and "Traceback" not in err
     assert main(["plan", str(spec), "--tokens-per-s", "-3"]) == 2
     assert "expected a positive number" in capsys.readouterr().err
+
+
+def test_plan_of_sampler_auto_opens_as_the_sampler_does(
+    tmp_path: Path, server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sampler: auto`` runs each model alone and the role probes first, which share their
+    layer-1 answers: its projection is cheaper than random search's and says why."""
+    plans = {}
+    for sampler in ("auto", "random"):
+        (tmp_path / sampler).mkdir()
+        spec = write_spec(tmp_path / sampler, server, sampler=sampler, budget={"n_trials": 6})
+        plans[sampler] = plan_json(capsys, str(spec), *KNOWN)
+    assert server.count() == 0
+    search = {s: p["phases"][0]["calls"] for s, p in plans.items()}
+    assert search["auto"] < search["random"]
+    assert any("role probes first" in a for a in plans["auto"]["assumptions"])
+    assert not any("role probes" in a for a in plans["random"]["assumptions"])
