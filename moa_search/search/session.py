@@ -38,6 +38,7 @@ from moa_search.judges import Judge, build_judge
 from moa_search.runtime.cache import Cache, open_cache
 from moa_search.runtime.embeddings import Embedder
 from moa_search.runtime.executor import Executor
+from moa_search.search._interrupt import ctrl_c_raises
 from moa_search.search.choose import choose_trial
 from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome, PromptProgress
 from moa_search.search.plan import meter_for, spend_phase, study_spend, trial_stopped
@@ -204,7 +205,8 @@ class SearchSession:
         except RuntimeError:
             if self._runner is None:
                 self._runner = asyncio.Runner()
-            return self._runner.run(coro)
+            with ctrl_c_raises():
+                return self._runner.run(coro)
         if self._thread is None:
             self._thread = concurrent.futures.ThreadPoolExecutor(1, "moa-search-loop")
         return self._thread.submit(asyncio.run, coro).result()

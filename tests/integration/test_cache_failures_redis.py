@@ -104,12 +104,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own (never the shared one), on a free port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+def _start_redis(binary: str) -> tuple[str, subprocess.Popen[bytes]] | None:
+    """A redis-server on a free port, once it answers; None when it exited (say, another
+    process took the port between choosing it and binding it)."""
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -117,17 +114,38 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
         for _ in range(500):  # poll until it answers (readiness, not a timing assumption)
             try:
                 client.ping()
-                break
+                return url, proc
             except redis.ConnectionError:
                 if proc.poll() is not None:
-                    pytest.skip("redis-server did not start")
+                    return None
                 time.sleep(0.02)
+    finally:
         client.close()
+    proc.kill()
+    proc.wait(timeout=30)
+    return None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own (never the shared one), on a free port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    started = None
+    for _ in range(5):  # a port taken by a test in another worker: another one
+        started = _start_redis(binary)
+        if started is not None:
+            break
+    if started is None:
+        pytest.fail("redis-server did not start on any of 5 free ports")
+    url, proc = started
+    try:
         yield url, proc
     finally:
         if proc.poll() is None:

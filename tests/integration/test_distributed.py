@@ -3,28 +3,28 @@ response cache; a worker killed with SIGKILL loses only its unfinished work."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import redis
 
 from moa_search.search.records import TrialRecord
-from moa_search.testing import FakeOpenAIServer
+from moa_search.testing import FakeOpenAIServer, ModelBehavior, RecordedRequest
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS_DB = "redis://127.0.0.1:6379/7"
 
 WORLD = PlantedWorld(
     skill={"strong": 0.7, "mid": 0.35, "weak": 0.2},
@@ -34,12 +34,17 @@ WORLD = PlantedWorld(
 
 
 @pytest.fixture
-def env() -> Iterator[dict[str, str]]:
-    """A fresh Redis database for the shared cache; PostgreSQL must answer."""
-    client = redis.Redis.from_url(REDIS_DB)
-    client.flushdb()
-    yield {**os.environ, "MOA_SEARCH_HOME": os.environ.get("MOA_SEARCH_HOME", "/tmp")}
-    client.flushdb()
+def env(tmp_path: Path) -> dict[str, str]:
+    """The workers' environment: a MOA_SEARCH_HOME of the test's own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "MOA_SEARCH_HOME": str(home)}
+
+
+@pytest.fixture
+def redis_db(flushable_redis_url: str) -> str:
+    """A Redis database of the test's own, empty, for the workers' shared cache."""
+    return flushable_redis_url
 
 
 def write_spec(tmp_path: Path, base_url: str, name: str, n_trials: int) -> Path:
@@ -54,7 +59,7 @@ def write_spec(tmp_path: Path, base_url: str, name: str, n_trials: int) -> Path:
     )
 
 
-def worker(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+def worker(spec: Path, env: dict[str, str], redis_db: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -65,7 +70,7 @@ def worker(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str
             "--storage",
             PG_URL,
             "--cache",
-            REDIS_DB,
+            redis_db,
             *extra,
         ],
         env=env,
@@ -84,12 +89,12 @@ def counted(study: optuna.Study) -> list[TrialRecord]:
 
 
 def test_two_workers_share_one_postgres_study_and_one_redis_cache(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], redis_db: str
 ) -> None:
     name = f"dist-{uuid.uuid4().hex[:8]}"
     with FakeOpenAIServer(WORLD.behaviors()) as server:
         spec = write_spec(tmp_path, server.base_url, name, n_trials=8)
-        procs = [worker(spec, env), worker(spec, env)]
+        procs = [worker(spec, env, redis_db), worker(spec, env, redis_db)]
         outs = [p.communicate(timeout=240) for p in procs]
         for p, (_, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err
@@ -107,7 +112,7 @@ def test_two_workers_share_one_postgres_study_and_one_redis_cache(
             # a third worker, started after both finished, pays for nothing they paid for
             before = {request_key(r) for r in server.requests}
             n_before = server.count()
-            third = worker(spec, env, "--n-trials", "12")
+            third = worker(spec, env, redis_db, "--n-trials", "12")
             _, err = third.communicate(timeout=240)
             assert third.returncode == 0, err
             new = [request_key(r) for r in server.requests[n_before:]]
@@ -118,12 +123,12 @@ def test_two_workers_share_one_postgres_study_and_one_redis_cache(
 
 
 def test_sigkilled_worker_resumes_without_losing_completed_calls(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], redis_db: str
 ) -> None:
     name = f"kill-{uuid.uuid4().hex[:8]}"
     with FakeOpenAIServer(WORLD.behaviors()) as server:
         spec = write_spec(tmp_path, server.base_url, name, n_trials=6)
-        first = worker(spec, env)
+        first = worker(spec, env, redis_db)
         deadline = time.monotonic() + 120
         study = None
         while time.monotonic() < deadline:
@@ -146,7 +151,7 @@ def test_sigkilled_worker_resumes_without_losing_completed_calls(
         n_before = server.count()
         completed_before = {t.number: (t.params, t.values) for t in counted(study)}
         try:
-            second = worker(spec, env)
+            second = worker(spec, env, redis_db)
             _, err = second.communicate(timeout=240)
             assert second.returncode == 0, err
             after = optuna.load_study(study_name=name, storage=PG_URL)
@@ -177,8 +182,27 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
         aggregation_skill={"strong": 0.0, "mid": 1.0, "weak": 0.0},
         latency_s=0.3,
     )
+    # the fake server holds its 4th answer (and so every later one: its loop waits) until the
+    # signal was sent, so the signal always finds the search in the middle of a trial, however
+    # slowly this process is scheduled beside the worker
+    held, release = threading.Event(), threading.Event()
+    answers = itertools.count(1)
+
+    def gated(behavior: ModelBehavior) -> ModelBehavior:
+        answer = behavior.answer
+        assert callable(answer)
+
+        def hold_then_answer(request: RecordedRequest) -> str:
+            if next(answers) == 4:
+                held.set()
+                release.wait(timeout=120)
+            return str(answer(request))
+
+        return dataclasses.replace(behavior, answer=hold_then_answer)
+
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    with FakeOpenAIServer(world.behaviors()) as server:
+    behaviors = {m: gated(b) for m, b in world.behaviors().items()}
+    with FakeOpenAIServer(behaviors) as server:
         spec = write_spec(tmp_path, server.base_url, "sigint", n_trials=4)
         proc = subprocess.Popen(
             [
@@ -195,10 +219,12 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.count() < 3:
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        try:
+            assert held.wait(timeout=120), "the search made no 4th call"
+            assert proc.poll() is None  # still searching: its 4th call is unanswered
+            proc.send_signal(signal.SIGINT)
+        finally:
+            release.set()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err

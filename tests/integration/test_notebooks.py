@@ -48,16 +48,19 @@ MARKS = ".scatterlayer .trace, .barlayer .trace, .heatmaplayer .hm"
 @pytest.fixture(scope="module")
 def kernel_name() -> str:
     """The venv's ``python3`` kernel; installed into the venv (``--sys-prefix``) if missing."""
+    from filelock import FileLock
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        subprocess.run(
-            [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
-            check=True,
-            capture_output=True,
-        )
+    # one pytest-xdist worker installs it; another one waits, then finds it
+    with FileLock(Path(sys.prefix) / ".moa-search-tests-kernel.lock"):
+        try:
+            KernelSpecManager().get_kernel_spec("python3")
+        except NoSuchKernel:
+            subprocess.run(
+                [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+                check=True,
+                capture_output=True,
+            )
     return "python3"
 
 

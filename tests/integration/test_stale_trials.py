@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,26 @@ def _start_worker(url: str, name: str) -> tuple[subprocess.Popen[str], int]:
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the trial runs
     assert line.strip().isdigit(), proc.stderr.read() if proc.stderr else line
-    return proc, int(line)
+    number = int(line)
+    # the heartbeat thread starts with the trial but may not have written yet (on a loaded
+    # machine): wait until the trial has a heartbeat, as a trial whose worker ran for a while has
+    study = optuna.load_study(study_name=name, storage=url)
+    trial_id = study.trials[number]._trial_id
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 60  # a bound on the polling, not a timing assertion
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                beats = conn.execute(
+                    text("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = :id"),
+                    {"id": trial_id},
+                ).scalar_one()
+            if beats:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return proc, number
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
