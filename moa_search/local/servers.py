@@ -93,7 +93,7 @@ THREADS_PER_SERVER = 1
 #: as generation does. On an idle 2-core machine (``benchmarks/local_inference.py``) SmolLM2's
 #: aggregation prompt took 542 ms instead of 1074 ms, the example mixture's ``run`` 2.96 s
 #: instead of 4.37 s, and the quickstart study 171 s instead of 185 s (same calls).
-PROMPT_THREADS_PER_SERVER = max(1, min(2, os.cpu_count() or 1))
+PROMPT_THREADS_PER_SERVER = min(2, os.cpu_count() or 1)
 STOP_TIMEOUT_S = 10.0
 
 # Servers started by this process, kept so they are polled (reaped) rather than garbage-collected

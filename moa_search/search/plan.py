@@ -1,13 +1,12 @@
 """The budget of a study: what it will spend before it spends (:func:`project`), and the hard
 limits while it spends (:func:`meter_for`, :func:`spend_phase`, :func:`trial_stopped`).
 
-:func:`project` walks the study as the search would, without a call: it draws the trials'
-mixtures from the space (as random search does), sends each through the rungs with the spec's
-pruning, then the final evaluation (the held-out verdict and its baselines, or the re-evaluation
-on every prompt), and builds for every call the very request the executor would send — so calls
-shared between trials (layer-1 answers, the baseline's) count once, and a request the response
-cache answers counts as free. What cannot be known before calling (answer lengths, latency,
-which mixtures the sampler favours) is an assumption, named in :attr:`Projection.assumptions`.
+:func:`project` walks the study as the search would, without a call: the trials (``auto``'s
+opening ones as it runs them, the rest drawn as random search draws them) through the rungs
+with the spec's pruning, then the final evaluation (held-out verdict and baselines, or the
+re-evaluation on every prompt), building each call's exact request, so calls shared between
+trials count once and cached answers are free. What cannot be known before calling (answer
+lengths, latency, which mixtures the sampler favours) is named in :attr:`Projection.assumptions`.
 """
 
 from __future__ import annotations
@@ -461,10 +460,11 @@ def project(inputs: Inputs, a: Assumptions = Assumptions()) -> Projection:
         answers = "every answer runs to its max_tokens (the worst case: too few cached answers "
         answers += f"to measure, {len(cached)} of {MIN_CALIBRATION})"
     how = "as given" if a.chars_per_token else "measured on the cached answers"
-    how, auto = how if a.chars_per_token or calibrated else "assumed", spec.sampler == "auto"
+    how = how if a.chars_per_token or calibrated else "assumed"
+    opens = "each model alone and the role probes first (as sampler auto opens), then "
     notes = [
         f"trials: {todo} more to reach {target} ({inputs.trials_done} done), "
-        + ("each model alone and the role probes first (as sampler auto opens), then " * auto)
+        + (opens if spec.sampler == "auto" else "")
         + "drawn as random search draws them; a sampler favouring some mixtures spends less",
         (
             f"pruning: {a.prune_fraction:.0%} of the trials stop at each rung but the last, "

@@ -31,6 +31,7 @@ from moa_search.runtime.executor import Executor
 from moa_search.search.records import TrialRecord
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
 from moa_search.testing.fake_openai import RecordedRequest
+from moa_search.testing.fake_openai.faults import before_answer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -193,18 +194,14 @@ def test_redis_going_away_mid_search_fails_the_trial_and_exits_1(
     world = PlantedWorld(
         skill={"strong": 0.9, "weak": 0.1}, aggregation_skill={"strong": 0.5, "weak": 0.0}
     )
-    strong = world.behaviors()["strong"]
-    answered = {"n": 0}
 
-    def answer_then_kill_redis(request: RecordedRequest) -> str:
-        answered["n"] += 1
-        if answered["n"] == 8:  # mid-trial: this answer finds no cache to go to
-            proc.kill()
-            proc.wait(timeout=30)
-        assert callable(strong.answer)
-        return strong.answer(request)
+    def kill_redis() -> None:
+        proc.kill()
+        proc.wait(timeout=30)
 
-    behaviors = {**world.behaviors(), "strong": ModelBehavior(answer=answer_then_kill_redis)}
+    # mid-trial: the 8th answer finds no cache to go to
+    strong = before_answer(world.behaviors()["strong"], 8, kill_redis)
+    behaviors = {**world.behaviors(), "strong": strong}
     with FakeOpenAIServer(behaviors) as srv:
         spec = write_planted_study(
             tmp_path,

@@ -22,7 +22,7 @@ from moa_search.search.choose import choose_trial, has_verdict, pareto_front
 from moa_search.search.objective import Evaluation
 from moa_search.search.records import TrialRecord, TrialWriter
 from moa_search.testing import FakeOpenAIServer, ModelBehavior
-from moa_search.testing.fake_openai import RecordedRequest
+from moa_search.testing.fake_openai.faults import before_answer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 
 WORLD = PlantedWorld(
@@ -188,18 +188,13 @@ def test_a_cache_that_breaks_mid_trial_fails_that_trial_and_stops_the_search(
     its stored reason — not as a mixture that lost every comparison — the search starts no
     further trial, and the command says so in one paragraph and exits 1."""
     cache_path = tmp_path / "cache.sqlite"
-    answered = {"n": 0}
-    strong = WORLD.behaviors()["strong"]
 
-    def answer_then_break(request: RecordedRequest) -> str:
-        answered["n"] += 1
-        if answered["n"] == 8:
-            with sqlite3.connect(cache_path) as db:
-                db.execute("DROP TABLE responses")
-        assert callable(strong.answer)
-        return strong.answer(request)
+    def drop_the_table() -> None:
+        with sqlite3.connect(cache_path) as db:
+            db.execute("DROP TABLE responses")
 
-    behaviors = {**WORLD.behaviors(), "strong": ModelBehavior(answer=answer_then_break)}
+    strong = before_answer(WORLD.behaviors()["strong"], 8, drop_the_table)
+    behaviors = {**WORLD.behaviors(), "strong": strong}
     with FakeOpenAIServer(behaviors) as srv:
         spec = write_planted_study(
             tmp_path,

@@ -24,6 +24,7 @@ faults, and a test asks for them by name.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "ModelBehavior",
     "ModelState",
     "RecordedRequest",
+    "before_answer",
     "default_answer",
     "finished_answer",
     "resolve_answer",
@@ -210,6 +212,23 @@ def resolve_answer(answer: Answer, request: RecordedRequest) -> str:
     if isinstance(answer, str):
         return answer
     return str(answer(request))
+
+
+def before_answer(behavior: ModelBehavior, n: int, action: Callable[[], object]) -> ModelBehavior:
+    """``behavior``, running ``action()`` just before its ``n``-th answer (counted from 1, in
+    arrival order, on the server's thread): something outside the server goes wrong (a cache
+    dropped, a process killed) at a known point of a run, while that answer is still owed."""
+    answered = 0
+    inner = behavior.answer
+
+    def answer(request: RecordedRequest) -> str:
+        nonlocal answered
+        answered += 1
+        if answered == n:
+            action()
+        return resolve_answer(inner, request)
+
+    return dataclasses.replace(behavior, answer=answer)
 
 
 def finished_answer(fault: str, answer: str) -> tuple[str | None, str]:
