@@ -37,8 +37,8 @@ from typing import Any
 
 from moa_search.cli.main import main
 from moa_search.local import default_pool_path
-from moa_search.search.plan import study_spend
 from moa_search.search.session import SearchSession
+from moa_search.search.spend import study_spend
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.rich_world import RichWorld
 from moa_search.testing.worlds import PlantedWorld, write_planted_study

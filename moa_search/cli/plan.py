@@ -232,19 +232,22 @@ def read_inputs(
     import optuna
 
     from moa_search.runtime.budget import Spend
-    from moa_search.search.plan import Inputs, study_spend
+    from moa_search.search.plan import Inputs
     from moa_search.search.records import (
         FinalEvaluation,
         HoldoutVerdict,
         StudyTotals,
         TrialRecord,
     )
+    from moa_search.search.spend import study_spend
 
     if study is None and missing_study(args) is None:
         study = optuna.load_study(study_name=session.spec.name, storage=session.storage_url)
     done, prior, final_done = 0, Spend(), False
+    records: tuple[TrialRecord, ...] = ()
     if study is not None:
-        done = StudyTotals.of(TrialRecord.all(study)).trials
+        records = tuple(TrialRecord.all(study))
+        done = StudyTotals.of(records).trials
         prior = study_spend(study)
         final_done = (
             HoldoutVerdict.load(study) is not None or FinalEvaluation.load(study) is not None
@@ -265,6 +268,7 @@ def read_inputs(
         incumbent=session.incumbent,
         n_trials=getattr(args, "n_trials", None),
         notes=tuple(reader.notes),
+        records=records,
     )
 
 

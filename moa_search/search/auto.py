@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,10 @@ from moa_search.search.space import Composition
 __all__ = [
     "AutoSampler",
     "candidate_compositions",
-    "opening_params",
+    "composition_key",
     "params_for",
     "solo_compositions",
+    "tried",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ def _layers(space: SearchSpaceSpec, models: Sequence[str]) -> list[dict[str, int
     return out
 
 
-def _key(c: Composition) -> tuple[Any, ...]:
+def composition_key(c: Composition) -> tuple[Any, ...]:
+    """What makes two compositions the same trial: samples per model in each layer (in any
+    order), the aggregator and the aggregation mode."""
     return (
         tuple(tuple(sorted(layer.items())) for layer in c.layers),
         c.aggregator,
@@ -128,10 +132,10 @@ def candidate_compositions(
         else:
             layers = tuple(layer_choices[int(rng.randint(len(layer_choices)))] for _ in range(n))
         c = build(n, layers, head)
-        seen.setdefault(_key(c), c)
+        seen.setdefault(composition_key(c), c)
     for c in near:
         for nb in _neighbours(c, space, layer_choices, heads):
-            seen.setdefault(_key(nb), nb)
+            seen.setdefault(composition_key(nb), nb)
     return list(seen.values())
 
 
@@ -203,14 +207,24 @@ def params_for(
     return p
 
 
-def opening_params(space: SearchSpaceSpec, aliases: Sequence[str]) -> list[dict[str, Any]]:
-    """The params of the trials :class:`AutoSampler` opens with, as far as they are known
-    before any call (for ``moa-search plan``): each model alone, then the role probes with the
-    first solo's layers (the sampler uses the best solo's, unknown before calling)."""
-    props, aggs = space.proposers or tuple(aliases), space.aggregators or tuple(aliases)
-    solos = solo_compositions(space, props, aggs)
-    probes = [Composition(c.layers, g, c.aggregation) for c in solos[:1] if c.layers for g in aggs]
-    return [params_for(c, space, props, aggs) for c in solos + probes]
+def tried(
+    records: Iterable[TrialRecord],
+) -> tuple[dict[tuple[Any, ...], Observation], set[tuple[Any, ...]]]:
+    """What :meth:`AutoSampler.choose` reads from stored trials: the win rate observed on each
+    composition (its record with the most prompts; repeats and unevaluated trials left out),
+    and every composition tried, by :func:`composition_key`."""
+    observed: dict[tuple[Any, ...], Observation] = {}
+    taken: set[tuple[Any, ...]] = set()
+    for r in records:
+        if r.composition is None:
+            continue
+        k = composition_key(r.composition)
+        taken.add(k)
+        if r.metrics is not None and r.duplicate_of is None and r.n_items > 0:
+            old = observed.get(k)
+            if old is None or r.n_items > old.n_items:
+                observed[k] = Observation(r.composition, r.metrics.win_rate.mean, r.n_items)
+    return observed, taken
 
 
 def _fits(dist: BaseDistribution, value: Any) -> bool:
@@ -303,29 +317,40 @@ class AutoSampler(BaseSampler):
     # The plan ----------------------------------------------------------------------
 
     def plan(self, study: optuna.Study, number: int) -> dict[str, Any]:
-        """The params of trial ``number``: the next solo, else the best candidate."""
-        records = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
-        observed: dict[tuple[Any, ...], Observation] = {}
-        taken: set[tuple[Any, ...]] = set()
-        for r in records:
-            if r.composition is None or r.number == number:
-                continue
-            k = _key(r.composition)
-            taken.add(k)
-            if r.metrics is not None and r.duplicate_of is None and r.n_items > 0:
-                old = observed.get(k)
-                if old is None or r.n_items > old.n_items:
-                    observed[k] = Observation(r.composition, r.metrics.win_rate.mean, r.n_items)
+        """The params of trial ``number``: the next solo, else the next probe, else the best
+        candidate (``{}``, every param drawn at random, when there is none)."""
+        records = (TrialRecord.of(t) for t in study.get_trials(deepcopy=False))
+        observed, taken = tried(r for r in records if r.number != number)
+        choice = self.choose(observed, taken, number)
+        if choice is None:
+            return {}
+        log.debug("auto: trial %d plans %s", number, choice.to_dict())
+        return params_for(choice, self.space, self.proposers, self.aggregators)
+
+    def choose(
+        self,
+        observed: Mapping[tuple[Any, ...], Observation],
+        taken: AbstractSet[tuple[Any, ...]],
+        number: int,
+    ) -> Composition | None:
+        """The composition of trial ``number`` given the compositions tried so far (``taken``,
+        by :func:`composition_key`) and the win rates observed on them: the first solo not
+        taken, else the first probe not taken, else the candidate with the best optimistic
+        improvement per uncached call; None when no candidate is left. ``moa-search plan``
+        calls it with every win rate equal, to project the trials as the sampler would run
+        them (see :mod:`moa_search.search.plan`)."""
         solos = solo_compositions(self.space, self.proposers, self.aggregators)
         for c in solos:
-            if _key(c) not in taken:
-                return params_for(c, self.space, self.proposers, self.aggregators)
+            if composition_key(c) not in taken:
+                return c
         solo_values = {
-            c.aggregator: observed[_key(c)].win_rate for c in solos if _key(c) in observed
+            c.aggregator: observed[composition_key(c)].win_rate
+            for c in solos
+            if composition_key(c) in observed
         }
         for c in self._probes(solos, solo_values):
-            if _key(c) not in taken:
-                return params_for(c, self.space, self.proposers, self.aggregators)
+            if composition_key(c) not in taken:
+                return c
         rng = np.random.RandomState((self.seed * 100_003 + number) % 2**32)
         obs = list(observed.values())
         best = sorted(obs, key=lambda o: -o.win_rate)[:5]
@@ -334,10 +359,10 @@ class AutoSampler(BaseSampler):
             for c in candidate_compositions(
                 self.space, self.proposers, self.aggregators, rng, [o.composition for o in best]
             )
-            if _key(c) not in taken
+            if composition_key(c) not in taken
         ]
         if not candidates or not obs:
-            return {}
+            return None
         model = MixtureModel.fit(obs, self.proposers, self.aggregators, solo_values)
         mean, sd = model.predict(candidates)
         best_mean = float(np.max(model.predict([o.composition for o in obs])[0]))
@@ -345,9 +370,7 @@ class AutoSampler(BaseSampler):
         gain = mean + self.kappa * sd - best_mean
         scale = np.power(cost, self.cost_power)
         score = np.where(gain > 0, gain / scale, gain * scale)
-        choice = candidates[int(np.argmax(score))]
-        log.debug("auto: trial %d plans %s", number, choice.to_dict())
-        return params_for(choice, self.space, self.proposers, self.aggregators)
+        return candidates[int(np.argmax(score))]
 
     def _probes(
         self, solos: Sequence[Composition], solo_values: Mapping[str, float]

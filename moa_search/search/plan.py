@@ -1,8 +1,10 @@
-"""The budget of a study: what it will spend before it spends (:func:`project`), and the hard
-limits while it spends (:func:`meter_for`, :func:`spend_phase`, :func:`trial_stopped`).
+"""What a study will spend, before it spends (:func:`project`); the hard limits while it
+spends are in :mod:`moa_search.search.spend`.
 
-:func:`project` walks the study as the search would, without a call: the trials (``auto``'s
-opening ones as it runs them, the rest drawn as random search draws them) through the rungs
+:func:`project` walks the study as the search would, without a call: the trials (with
+``sampler: auto``, the ones it would plan if every mixture tied — its solos and role probes
+first, then the candidates most uncertain per uncached call; any other sampler's drawn as
+random search draws them) through the rungs
 with the spec's pruning, then the final evaluation (held-out verdict and baselines, or the
 re-evaluation on every prompt), building each call's exact request, so calls shared between
 trials count once and cached answers are free. What cannot be known before calling (answer
@@ -11,18 +13,17 @@ lengths, latency, which mixtures the sampler favours) is named in :attr:`Project
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from moa_search.config import AgentSpec, MixtureConfig, Pool
 from moa_search.config.dataset import TaskItem
 from moa_search.config.study import StudySpec
-from moa_search.errors import BudgetExhausted, CacheError, InvalidMixture, MoaSearchError
+from moa_search.errors import InvalidMixture
 from moa_search.judges.pairwise import DEFAULT_JUDGE_SYSTEM_PROMPT, DEFAULT_TEMPLATE
-from moa_search.runtime.budget import Spend, SpendMeter
+from moa_search.runtime.budget import Spend
 from moa_search.runtime.cache import CachedAnswer
 from moa_search.runtime.executor import expand_layer
 from moa_search.runtime.prompting import (
@@ -32,83 +33,13 @@ from moa_search.runtime.prompting import (
     ranking_messages,
     with_references,
 )
-from moa_search.search.auto import opening_params
+from moa_search.search.auto import AutoSampler, composition_key, params_for, tried
+from moa_search.search.auto_model import Observation
 from moa_search.search.baselines import best_single, layerwise_rule, self_moa, solo_mixture
-from moa_search.search.records import (
-    FinalEvaluation,
-    HoldoutVerdict,
-    StudyTotals,
-    TrialRecord,
-    TrialWriter,
-    add_other_spend,
-    other_spend,
-)
+from moa_search.search.records import TrialRecord
 from moa_search.search.space import composition, mixture_key, suggest_mixture
 
-if TYPE_CHECKING:
-    import optuna
-
-    from moa_search.search.session import SearchSession
-
-__all__ = [
-    "Assumptions",
-    "Inputs",
-    "PhaseProjection",
-    "Projection",
-    "meter_for",
-    "project",
-    "spend_phase",
-    "study_spend",
-    "trial_stopped",
-]
-
-
-def meter_for(spec: StudySpec) -> SpendMeter:
-    """The hard budget of ``spec``: its ``max_usd``, ``max_tokens`` and ``timeout_s``."""
-    b = spec.budget
-    return SpendMeter(max_usd=b.max_usd, max_tokens=b.max_tokens, timeout_s=b.timeout_s)
-
-
-def study_spend(study: optuna.Study) -> Spend:
-    """Everything a study spent, read from storage: its trials (failed ones too), the stored
-    final evaluation or held-out verdict, and spend outside both (a verdict the budget
-    stopped)."""
-    t = StudyTotals.of(TrialRecord.all(study))
-    total = Spend(t.spent_usd, t.spent_tokens, t.model_calls)
-    verdict, final = HoldoutVerdict.load(study), FinalEvaluation.load(study)
-    if verdict is not None:  # its spend includes the chosen mixture's on the held-out split
-        total += Spend(verdict.spent_usd, verdict.spent_tokens, verdict.model_calls)
-    elif final is not None:
-        total += Spend(final.spent_usd, final.spent_tokens, final.model_calls)
-    usd, tokens, calls = other_spend(study)
-    return total + Spend(usd, tokens, calls)
-
-
-@contextlib.contextmanager
-def spend_phase(session: SearchSession, phase: str) -> Iterator[None]:
-    """A phase of spending under the session's hard budget (its clock keeps running).
-
-    The meter's prior spend is re-read from storage, so the study's earlier spend counts.
-    When the budget refuses a call inside the phase, what the phase spent (which no record
-    holds) is added to the study's record, and the :class:`BudgetExhausted` goes on.
-    """
-    meter, study = session.budget, session.study()
-    meter.start(study_spend(study), restart_clock=False)
-    meter.phase = phase
-    try:
-        yield
-    except BudgetExhausted:
-        lost = meter.session_spent
-        if lost.calls:
-            add_other_spend(study, lost.usd, lost.tokens, lost.calls)
-        raise
-
-
-def trial_stopped(trial: optuna.Trial, exc: MoaSearchError, spent: Spend) -> None:
-    """Record on a trial that the budget (or a broken response cache) stopped it, and what it
-    spent until then; other errors are left as they are."""
-    if isinstance(exc, BudgetExhausted | CacheError):
-        TrialWriter(trial).failed(str(exc), spent.usd, spent.tokens, spent.calls)
+__all__ = ["Assumptions", "Inputs", "PhaseProjection", "Projection", "project"]
 
 
 @dataclass(frozen=True)
@@ -241,6 +172,8 @@ class Inputs:
     incumbent: MixtureConfig | None = None
     n_trials: int | None = None
     notes: tuple[str, ...] = ()
+    #: the study's stored trials (``sampler: auto`` plans the next ones from them)
+    records: tuple[TrialRecord, ...] = ()
 
 
 class _Draw:
@@ -363,15 +296,26 @@ def _replica(
     keys: set[str] = set()
     full: list[MixtureConfig] = []
     prunes = spec.pruner == "median" and len(rungs) > 1
-    firsts = opening_params(spec.space, pool.aliases) if spec.sampler == "auto" else []
-    firsts = firsts[inputs.trials_done :]
+    space, props = spec.space, spec.space.proposers or pool.aliases
+    aggs = spec.space.aggregators or pool.aliases
+    auto = AutoSampler(space, props, aggs, seed=spec.seed) if spec.sampler == "auto" else None
+    observed, taken = tried(inputs.records)
+    # every mixture ties before calling: simulated trials get the stored trials' mean win rate
+    tie = sum(o.win_rate for o in observed.values()) / len(observed) if observed else 0.5
     n = draws = 0
     while n < todo and draws < 5 * target + 20:
         draws += 1
-        m = _suggest(inputs, rng, firsts.pop(0) if firsts else None)
+        planned = None if auto is None else auto.choose(observed, taken, inputs.trials_done + n)
+        if planned is not None:
+            taken.add(composition_key(planned))
+        fixed = None if planned is None else params_for(planned, space, props, aggs)
+        m = _suggest(inputs, rng, fixed)
         if m is None or mixture_key(m) in keys:
             continue  # invalid, or a repeat answered from the trial it repeats
         keys.add(mixture_key(m))
+        c = composition(m)
+        observed[composition_key(c)] = Observation(c, tie, len(inputs.search))
+        taken.add(composition_key(c))
         seen = 0
         for k, r in enumerate(rungs):
             sim.evaluate(m, inputs.search[seen:r])
@@ -461,11 +405,14 @@ def project(inputs: Inputs, a: Assumptions = Assumptions()) -> Projection:
         answers += f"to measure, {len(cached)} of {MIN_CALIBRATION})"
     how = "as given" if a.chars_per_token else "measured on the cached answers"
     how = how if a.chars_per_token or calibrated else "assumed"
-    opens = "each model alone and the role probes first (as sampler auto opens), then "
+    how_drawn = (
+        "planned as sampler auto plans them when every mixture ties (each model alone, the role "
+        "probes, then the candidates most uncertain per uncached call); racing stops none"
+        if spec.sampler == "auto"
+        else "drawn as random search draws them; a sampler favouring some mixtures spends less"
+    )
     notes = [
-        f"trials: {todo} more to reach {target} ({inputs.trials_done} done), "
-        + (opens if spec.sampler == "auto" else "")
-        + "drawn as random search draws them; a sampler favouring some mixtures spends less",
+        f"trials: {todo} more to reach {target} ({inputs.trials_done} done), {how_drawn}",
         (
             f"pruning: {a.prune_fraction:.0%} of the trials stop at each rung but the last, "
             f"after the first {spec.n_startup_trials}"

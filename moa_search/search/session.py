@@ -41,7 +41,6 @@ from moa_search.runtime.executor import Executor
 from moa_search.search._interrupt import ctrl_c_raises
 from moa_search.search.choose import choose_trial
 from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome, PromptProgress
-from moa_search.search.plan import meter_for, spend_phase, study_spend, trial_stopped
 from moa_search.search.progress import TrialReport, prune_reason, trial_report
 from moa_search.search.racing import race, uses_racing
 from moa_search.search.records import (
@@ -63,6 +62,7 @@ from moa_search.search.space import (
     mixture_key,
     suggest_mixture,
 )
+from moa_search.search.spend import meter_for, spend_phase, study_spend, trial_stopped
 from moa_search.search.split import keep_split, load_incumbent, study_prompts
 from moa_search.search.storage import (
     make_pruner,

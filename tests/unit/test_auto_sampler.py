@@ -18,7 +18,7 @@ from moa_search.config.study import SearchSpaceSpec, StudySpec
 from moa_search.search.auto import (
     AutoSampler,
     candidate_compositions,
-    opening_params,
+    composition_key,
     params_for,
     solo_compositions,
 )
@@ -137,21 +137,31 @@ def test_params_rebuild_each_candidate(tmp_path: Path) -> None:
         assert rebuilt == c
 
 
-def test_opening_params_are_the_solos_then_the_probes() -> None:
-    from moa_search.config import Pool
-
+def test_with_every_mixture_tied_it_opens_with_solos_then_probes_then_cheap_candidates() -> None:
+    """What ``moa-search plan`` projects for ``auto``: the sampler's own choices when every
+    observed win rate is the same."""
     space = SearchSpaceSpec(max_layers=2, max_proposers=3, max_samples=2)
-    pool = Pool.model_validate(
-        {"models": [{"alias": m, "base_url": "http://x/v1", "model": m} for m in MODELS]}
-    )
-    opened = [
-        composition(mixture_from_params(p, space, pool)) for p in opening_params(space, MODELS)
-    ]
+    sampler = AutoSampler(space, MODELS, MODELS, seed=0)
+    observed: dict[tuple[Any, ...], Observation] = {}
+    taken: set[tuple[Any, ...]] = set()
+    chosen, uncached = [], []
+    for number in range(14):
+        c = sampler.choose(observed, taken, number)
+        assert c is not None and composition_key(c) not in taken
+        chosen.append(c)
+        uncached.append(AutoSampler._uncached_calls(c, list(observed.values())))
+        taken.add(composition_key(c))
+        observed[composition_key(c)] = Observation(c, 0.5, 20)
     solos = solo_compositions(space, MODELS, MODELS)
-    assert opened[: len(solos)] == solos
-    probes = opened[len(solos) :]
-    assert [c.aggregator for c in probes] == list(MODELS)
+    assert chosen[: len(solos)] == solos
+    # the first solo's layers given to every other aggregator (to itself it is the solo)
+    probes = chosen[len(solos) : 2 * len(solos) - 1]
+    assert [c.aggregator for c in probes] == list(MODELS[1:])
     assert all(c.layers == solos[0].layers for c in probes)
+    # then, with nothing to tell mixtures apart, the cost term favours cached layer-1 answers:
+    # the later candidates make fewer than half their calls anew
+    later = range(2 * len(solos) - 1, len(chosen))
+    assert sum(uncached[i] for i in later) < 0.5 * sum(chosen[i].calls_per_prompt for i in later)
 
 
 def test_racing_stops_a_planted_bad_candidate_early(

@@ -18,9 +18,9 @@ from moa_search.errors import BudgetExhausted
 from moa_search.runtime.budget import Spend, SpendMeter
 from moa_search.runtime.cache import MemoryCache
 from moa_search.runtime.executor import Executor
-from moa_search.search.plan import study_spend
 from moa_search.search.records import FinalEvaluation, HoldoutVerdict, TrialRecord
 from moa_search.search.session import SearchSession
+from moa_search.search.spend import study_spend
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.worlds import PlantedWorld, write_planted_study
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from moa_search.cli.main import main
-from moa_search.search.plan import study_spend
 from moa_search.search.session import SearchSession
+from moa_search.search.spend import study_spend
 from moa_search.testing import FakeOpenAIServer
 from moa_search.testing.fake_openai import ModelBehavior, RecordedRequest
 from moa_search.testing.worlds import write_planted_study
@@ -196,7 +196,8 @@ def test_plan_of_sampler_auto_opens_as_the_sampler_does(
     tmp_path: Path, server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``sampler: auto`` runs each model alone and the role probes first, which share their
-    layer-1 answers: its projection is cheaper than random search's and says why."""
+    layer-1 answers, then favours candidates whose answers are cached: its projection (the
+    sampler's own plan with every mixture tied) is cheaper than random search's and says why."""
     plans = {}
     for sampler in ("auto", "random"):
         (tmp_path / sampler).mkdir()
@@ -205,5 +206,5 @@ def test_plan_of_sampler_auto_opens_as_the_sampler_does(
     assert server.count() == 0
     search = {s: p["phases"][0]["calls"] for s, p in plans.items()}
     assert search["auto"] < search["random"]
-    assert any("role probes first" in a for a in plans["auto"]["assumptions"])
+    assert any("as sampler auto plans them" in a for a in plans["auto"]["assumptions"])
     assert not any("role probes" in a for a in plans["random"]["assumptions"])
