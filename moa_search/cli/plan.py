@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moa_search.cli._common import examples, json_safe, missing_study, positive_int
+from moa_search.cli._common import examples, fmt_duration, json_safe, missing_study, positive_int
 from moa_search.errors import ConfigError
-from moa_search.search.progress import fmt_duration
 
 if TYPE_CHECKING:
     import optuna

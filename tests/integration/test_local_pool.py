@@ -302,6 +302,14 @@ def test_a_crashed_server_makes_up_restart_both(private_home: Path) -> None:
 
         again = local.up()
         assert again.running and again.models == ALIASES
+        # each fresh server answered one warm-up request before up() returned (its log is new)
+        for s in again.servers:
+            posts = [
+                line
+                for line in s.log_path.read_text(errors="replace").splitlines()
+                if '"POST /v1/chat/completions HTTP/1.1" 200' in line
+            ]
+            assert len(posts) == 1, (s.alias, posts)
         assert _gone(survivor.pid)  # the survivor was stopped, not kept
         assert not {s.pid for s in again.servers} & {crashed.pid, survivor.pid}
         assert sorted(_servers_under(private_home)) == sorted(s.pid for s in again.servers)
