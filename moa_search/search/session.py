@@ -38,7 +38,7 @@ from moa_search.judges import Judge, build_judge
 from moa_search.runtime.cache import Cache, open_cache
 from moa_search.runtime.embeddings import Embedder
 from moa_search.runtime.executor import Executor
-from moa_search.search._interrupt import ctrl_c_raises, raise_if_interrupted
+from moa_search.search._interrupt import ctrl_c_raises
 from moa_search.search.choose import choose_trial
 from moa_search.search.objective import Evaluation, Evaluator, ItemOutcome, PromptProgress
 from moa_search.search.progress import TrialReport, prune_reason, trial_report
@@ -206,9 +206,7 @@ class SearchSession:
             if self._runner is None:
                 self._runner = asyncio.Runner()
             with ctrl_c_raises():
-                result = self._runner.run(coro)
-                raise_if_interrupted()  # a Ctrl-C absorbed while the coroutine ran
-                return result
+                return self._runner.run(coro)
         if self._thread is None:
             self._thread = concurrent.futures.ThreadPoolExecutor(1, "moa-search-loop")
         return self._thread.submit(asyncio.run, coro).result()
@@ -275,7 +273,6 @@ class SearchSession:
         return value < statistics.median(others)
 
     def objective(self, trial: optuna.Trial) -> list[float]:
-        raise_if_interrupted()
         mark = self.budget.session_spent
         try:
             return self._objective(trial)
@@ -391,16 +388,14 @@ class SearchSession:
 
         if over_budget(self.totals()):
             return study
-        with ctrl_c_raises():  # for the whole search, so no Ctrl-C is lost between steps
-            study.optimize(
-                self.objective,
-                n_trials=None,
-                timeout=timeout,
-                callbacks=[callback],
-                catch=(MoaSearchError, InvalidMixture, RepeatedMixture),
-                gc_after_trial=False,
-            )
-            raise_if_interrupted()
+        study.optimize(
+            self.objective,
+            n_trials=None,
+            timeout=timeout,
+            callbacks=[callback],
+            catch=(MoaSearchError, InvalidMixture, RepeatedMixture),
+            gc_after_trial=False,
+        )
         if self._broken_cache is not None:  # its trial is failed, with the reason: say so
             raise self._broken_cache
         return study

@@ -80,6 +80,16 @@ def worker(spec: Path, env: dict[str, str], redis_db: str, *extra: str) -> subpr
     )
 
 
+#: ``python -c`` code that runs the CLI as a user's terminal does: SIGINT at Python's default.
+#: When this suite runs as a background job of a non-interactive shell (``cmd &`` in a script),
+#: its processes start with SIGINT ignored, Python keeps an ignored SIGINT ignored, and a
+#: search started from here would rightly ignore the test's Ctrl-C.
+AS_IN_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('moa_search.cli.main', run_name='__main__', alter_sys=True)"
+)
+
+
 def request_key(r: Any) -> str:
     return json.dumps([r.model, r.messages, r.seed, r.max_tokens, r.temperature])
 
@@ -207,8 +217,8 @@ def test_sigint_stops_cleanly_after_marking_the_running_trial(
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "moa_search.cli.main",
+                "-c",
+                AS_IN_A_TERMINAL,
                 "search",
                 str(spec),
                 "--storage",
