@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,19 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _describes(folder: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _Settings:
+    """What the forward pass needs from the folder's configuration files."""
+
+    max_seq_length: int
+    lower: bool
+    heads: int
+    layers: int
+    eps: float
+    dim: int
+
+
+def _describes(folder: Path) -> _Settings | None:
     """The settings of a BERT + mean pooling + normalise folder, or None if it is not one."""
     try:
         modules = _read_json(folder / "modules.json")
@@ -64,14 +77,14 @@ def _describes(folder: Path) -> dict[str, Any] | None:
     max_len = min(
         int(st_config.get("max_seq_length") or 512), int(config["max_position_embeddings"])
     )
-    return {
-        "max_seq_length": max_len,
-        "lower": bool(st_config.get("do_lower_case", False)),
-        "heads": int(config["num_attention_heads"]),
-        "layers": int(config["num_hidden_layers"]),
-        "eps": float(config["layer_norm_eps"]),
-        "dim": int(config["hidden_size"]),
-    }
+    return _Settings(
+        max_seq_length=max_len,
+        lower=bool(st_config.get("do_lower_case", False)),
+        heads=int(config["num_attention_heads"]),
+        layers=int(config["num_hidden_layers"]),
+        eps=float(config["layer_norm_eps"]),
+        dim=int(config["hidden_size"]),
+    )
 
 
 class BertMeanEncoder:
@@ -79,17 +92,17 @@ class BertMeanEncoder:
     computes for such a folder, texts stripped (and lower-cased if the folder says so) and
     truncated to its ``max_seq_length`` as sentence-transformers does."""
 
-    def __init__(self, folder: Path, settings: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, settings: _Settings) -> None:
         import torch
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
         self.folder = folder
-        self.dimension: int = settings["dim"]
+        self.dimension = settings.dim
         self._s = settings
         self._w: dict[str, torch.Tensor] = load_file(str(folder / "model.safetensors"))
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tok.enable_truncation(max_length=settings["max_seq_length"])
+        self._tok.enable_truncation(max_length=settings.max_seq_length)
         self._tok.no_padding()
         self._torch = torch
 
@@ -109,7 +122,7 @@ class BertMeanEncoder:
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """Normalised float32 vectors, one row per text, in order (batched by length)."""
         prepared = [t.strip() for t in texts]
-        if self._s["lower"]:
+        if self._s.lower:
             prepared = [t.lower() for t in prepared]
         encodings = self._tok.encode_batch(prepared)
         order = sorted(range(len(prepared)), key=lambda i: -len(encodings[i].ids))
@@ -129,7 +142,7 @@ class BertMeanEncoder:
         for row, seq in enumerate(ids_list):
             ids[row, : len(seq)] = th.tensor(seq, dtype=th.long)
             mask[row, : len(seq)] = True
-        dim, heads, eps = s["dim"], s["heads"], s["eps"]
+        dim, heads, eps = s.dim, s.heads, s.eps
         with th.inference_mode():
             h = (
                 fn.embedding(ids, w["embeddings.word_embeddings.weight"])
@@ -139,12 +152,12 @@ class BertMeanEncoder:
             h = self._norm(h, "embeddings.LayerNorm", eps)
             attn_mask = mask[:, None, None, :]
             batch = h.shape[0]
-            for i in range(s["layers"]):
+
+            def split(x: torch.Tensor) -> torch.Tensor:  # (batch, width, dim) -> per head
+                return x.view(batch, width, heads, dim // heads).transpose(1, 2)
+
+            for i in range(s.layers):
                 p = f"encoder.layer.{i}."
-
-                def split(x: torch.Tensor) -> torch.Tensor:
-                    return x.view(batch, width, heads, dim // heads).transpose(1, 2)
-
                 q = split(self._linear(h, p + "attention.self.query"))
                 k = split(self._linear(h, p + "attention.self.key"))
                 v = split(self._linear(h, p + "attention.self.value"))

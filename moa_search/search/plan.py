@@ -38,6 +38,7 @@ from moa_search.search.auto_model import Observation
 from moa_search.search.baselines import best_single, layerwise_rule, self_moa, solo_mixture
 from moa_search.search.records import TrialRecord
 from moa_search.search.space import composition, mixture_key, suggest_mixture
+from moa_search.search.storage import make_sampler
 
 __all__ = ["Assumptions", "Inputs", "PhaseProjection", "Projection", "project"]
 
@@ -296,26 +297,29 @@ def _replica(
     keys: set[str] = set()
     full: list[MixtureConfig] = []
     prunes = spec.pruner == "median" and len(rungs) > 1
-    space, props = spec.space, spec.space.proposers or pool.aliases
-    aggs = spec.space.aggregators or pool.aliases
-    auto = AutoSampler(space, props, aggs, seed=spec.seed) if spec.sampler == "auto" else None
-    observed, taken = tried(inputs.records)
+    # sampler auto plans the trials itself (the search's own sampler, as make_sampler builds it)
+    sampler = make_sampler(spec, pool) if spec.sampler == "auto" else None
+    auto = sampler if isinstance(sampler, AutoSampler) else None
+    observed, taken = tried(inputs.records) if auto is not None else ({}, set())
     # every mixture ties before calling: simulated trials get the stored trials' mean win rate
     tie = sum(o.win_rate for o in observed.values()) / len(observed) if observed else 0.5
     n = draws = 0
     while n < todo and draws < 5 * target + 20:
         draws += 1
-        planned = None if auto is None else auto.choose(observed, taken, inputs.trials_done + n)
-        if planned is not None:
-            taken.add(composition_key(planned))
-        fixed = None if planned is None else params_for(planned, space, props, aggs)
+        fixed = None
+        if auto is not None:
+            planned = auto.choose(observed, taken, inputs.trials_done + n)
+            if planned is not None:
+                taken.add(composition_key(planned))  # never planned twice, even if invalid
+                fixed = params_for(planned, auto.space, auto.proposers, auto.aggregators)
         m = _suggest(inputs, rng, fixed)
         if m is None or mixture_key(m) in keys:
             continue  # invalid, or a repeat answered from the trial it repeats
         keys.add(mixture_key(m))
-        c = composition(m)
-        observed[composition_key(c)] = Observation(c, tie, len(inputs.search))
-        taken.add(composition_key(c))
+        if auto is not None:
+            c = composition(m)
+            observed[composition_key(c)] = Observation(c, tie, len(inputs.search))
+            taken.add(composition_key(c))
         seen = 0
         for k, r in enumerate(rungs):
             sim.evaluate(m, inputs.search[seen:r])
